@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .mcp.cli import add_mcp_parser
 
     add_mcp_parser(sub)
+    from .shared.cli import add_shared_parsers
+
+    add_shared_parsers(sub)
     return parser
 
 
@@ -86,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .mcp.cli import run_mcp_command
 
             return run_mcp_command(args)
+        if args.command in ("worker", "db"):
+            from .shared.cli import shared_command
+
+            return shared_command(args)
         if args.command == "sandbox":
             from .sandbox.cli import sandbox_command
 

@@ -54,10 +54,13 @@ class Workbench:
                  tools: Sequence[ToolSource] = (),
                  tool_providers: Sequence[ToolProvider] | None = None,
                  model_factory: Callable[[RunConfig], ChatModel] | None = None,
-                 mcp_manager: McpManager | None = None) -> None:
+                 mcp_manager: McpManager | None = None,
+                 manager_options: dict[str, Any] | None = None) -> None:
         """``tool_providers`` None means the defaults (sandbox tools on the configured
         backend). MCP tools are always provided: an agent without servers costs nothing.
-        A given ``mcp_manager`` is shared and left open on ``close``."""
+        A given ``mcp_manager`` is shared and left open on ``close``.
+        ``manager_options`` go to the ``RunManager`` (the shared deployment's event log,
+        control channel, leases, queue)."""
         self.settings = settings or Settings()
         if store is None:
             from .store import open_store
@@ -73,9 +76,11 @@ class Workbench:
         self._own_mcp = mcp_manager is None
         self.mcp = mcp_manager or McpManager()
         self._providers.append(mcp_tools(self.mcp))
+        options: dict[str, Any] = {"max_parallel": self.settings.max_parallel_runs,
+                                   **(manager_options or {})}
         self.manager = RunManager(
             store, model_factory=model_factory or (lambda c: make_model(c, self.settings)),
-            tools_factory=self.build_tools, max_parallel=self.settings.max_parallel_runs)
+            tools_factory=self.build_tools, **options)
         self.manager.recover_orphans()
 
     def add_tool(self, tool: ToolSource) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 RunStatus = Literal["queued", "running", "completed", "failed", "stopped"]
+FinalStatus = Literal["completed", "failed", "stopped"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "stopped"})
 
 
@@ -137,7 +138,7 @@ class ErrorEvent(Event):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunFinished(Event):
     type: ClassVar[str] = "run_finished"
-    status: Literal["completed", "failed", "stopped"]
+    status: FinalStatus
     thread_id: str
     reason: str = ""
     usage: dict[str, int] = field(default_factory=dict)

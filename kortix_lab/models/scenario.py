@@ -125,6 +125,10 @@ class Scenario(_Strict):
     name: str = ""
     description: str = ""
     chunk_size: int = Field(default=12, ge=1)
+    # Pacing, to stand in for a real model's latency (benchmarks, the shared demo,
+    # the worker tests): wait before the first chunk, and between chunks.
+    latency_ms: float = Field(default=0.0, ge=0, le=600_000)
+    chunk_delay_ms: float = Field(default=0.0, ge=0, le=60_000)
     usage: UsageSpec = Field(default_factory=UsageSpec)
     turns: list[TurnSpec] = Field(default_factory=list)
     fallback: str = DEFAULT_FALLBACK

@@ -12,10 +12,13 @@ subclass ``litellm.CustomLLM``; keep it off hot import paths and reach it via
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 # Before LiteLLM's import: without it LiteLLM fetches the cost map from the network.
@@ -83,8 +86,17 @@ def split_chunks(text: str, size: int) -> list[str]:
     return chunks
 
 
-def plan_for(model: str, messages: list[dict[str, Any]]) -> tuple[Reply, int]:
-    """The reply and chunk size for a request, raising LiteLLM-mappable errors.
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """How a scenario streams: chunk size and delays (seconds)."""
+
+    size: int
+    latency_s: float = 0.0
+    chunk_delay_s: float = 0.0
+
+
+def plan_for(model: str, messages: list[dict[str, Any]]) -> tuple[Reply, Pacing]:
+    """The reply and how to stream it for a request, raising LiteLLM-mappable errors.
 
     ``model`` is what LiteLLM hands a custom provider: the part after
     ``scripted/``. Errors become ``CustomLLMError`` with an HTTP status so
@@ -98,7 +110,8 @@ def plan_for(model: str, messages: list[dict[str, Any]]) -> tuple[Reply, int]:
         raise ScriptedProviderError(404, str(exc)) from exc
     except ScenarioError as exc:
         raise ScriptedProviderError(400, str(exc)) from exc
-    return plan_reply(scenario, messages), scenario.chunk_size
+    return plan_reply(scenario, messages), Pacing(
+        scenario.chunk_size, scenario.latency_ms / 1000, scenario.chunk_delay_ms / 1000)
 
 
 def _chunk(text: str = "",
@@ -129,8 +142,22 @@ def _stream_chunks(reply: Reply, size: int) -> Iterator[GenericStreamingChunk]:
                                index=0)
 
 
-async def _astream_chunks(reply: Reply, size: int) -> AsyncIterator[GenericStreamingChunk]:
-    for chunk in _stream_chunks(reply, size):
+def _paced(reply: Reply, pacing: Pacing) -> Iterator[GenericStreamingChunk]:
+    if pacing.latency_s:
+        time.sleep(pacing.latency_s)
+    for index, chunk in enumerate(_stream_chunks(reply, pacing.size)):
+        if index and pacing.chunk_delay_s:
+            time.sleep(pacing.chunk_delay_s)
+        yield chunk
+
+
+async def _astream_chunks(reply: Reply, pacing: Pacing
+                          ) -> AsyncIterator[GenericStreamingChunk]:
+    if pacing.latency_s:
+        await asyncio.sleep(pacing.latency_s)
+    for index, chunk in enumerate(_stream_chunks(reply, pacing.size)):
+        if index and pacing.chunk_delay_s:
+            await asyncio.sleep(pacing.chunk_delay_s)
         yield chunk
 
 
@@ -176,7 +203,9 @@ class ScriptedLLM(CustomLLM):
         timeout: float | httpx.Timeout | None = None,
         client: HTTPHandler | None = None,
     ) -> ModelResponse:
-        reply, _ = plan_for(model, messages)
+        reply, pacing = plan_for(model, messages)
+        if pacing.latency_s:
+            time.sleep(pacing.latency_s)
         return _fill_response(model_response, model, reply)
 
     def streaming(
@@ -198,8 +227,8 @@ class ScriptedLLM(CustomLLM):
         timeout: float | httpx.Timeout | None = None,
         client: HTTPHandler | None = None,
     ) -> Iterator[GenericStreamingChunk]:
-        reply, size = plan_for(model, messages)
-        return _stream_chunks(reply, size)
+        reply, pacing = plan_for(model, messages)
+        return _paced(reply, pacing)
 
     async def acompletion(
         self,
@@ -220,7 +249,9 @@ class ScriptedLLM(CustomLLM):
         timeout: float | httpx.Timeout | None = None,  # noqa: ASYNC109 (LiteLLM's signature)
         client: AsyncHTTPHandler | None = None,
     ) -> ModelResponse:
-        reply, _ = plan_for(model, messages)
+        reply, pacing = plan_for(model, messages)
+        if pacing.latency_s:
+            await asyncio.sleep(pacing.latency_s)
         return _fill_response(model_response, model, reply)
 
     # A plain ``def`` on purpose (LiteLLM passes the returned iterator straight
@@ -245,8 +276,8 @@ class ScriptedLLM(CustomLLM):
         timeout: float | httpx.Timeout | None = None,  # noqa: ASYNC109 (LiteLLM's signature)
         client: AsyncHTTPHandler | None = None,
     ) -> AsyncIterator[GenericStreamingChunk]:
-        reply, size = plan_for(model, messages)
-        return _astream_chunks(reply, size)
+        reply, pacing = plan_for(model, messages)
+        return _astream_chunks(reply, pacing)
 
 
 _register_lock = threading.Lock()

@@ -429,6 +429,32 @@ class PostgresStore:
             raise NotFound(f"no run with id {run_id!r}")
         return _run(row)
 
+    # -- stops that outlive Redis (runs.manager.StopLedger)
+    def record_stop(self, run_id: str, reason: str) -> None:
+        """Keep a stop request with the run: the control channel may lose it (a flush)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "UPDATE agent_runs SET metadata = metadata || jsonb_build_object("
+                "'stop_requested', %s::text) WHERE run_id = %s AND account_id = %s "
+                "RETURNING run_id", [reason, run_id, self.account_id]).fetchone()
+        if row is None:
+            raise NotFound(f"no run with id {run_id!r}")
+
+    def recorded_stop(self, run_id: str) -> str | None:
+        with self._tx() as conn:
+            row = conn.execute("SELECT metadata->>'stop_requested' FROM agent_runs "
+                               "WHERE run_id = %s AND account_id = %s",
+                               [run_id, self.account_id]).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def count_active_runs(self) -> int:
+        """Queued and running runs of this account, wherever they execute."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT count(*) FROM agent_runs WHERE account_id = %s "
+                               "AND status IN ('queued', 'running')",
+                               [self.account_id]).fetchone()
+        return int(row[0]) if row else 0
+
     def list_runs(self, *, thread_id: str | None = None,
                   statuses: Sequence[str] | None = None) -> list[AgentRun]:
         """Runs, oldest first."""

@@ -464,3 +464,28 @@ async def test_tool_result_placeholder_joins_the_native_results_of_the_last_call
                                {"role": "tool", "tool_call_id": "c2", "content": "/workspace"}])
 
     assert got.text == "Outputs:\na.txt\n/workspace"
+
+
+@pytest.mark.asyncio
+async def test_a_paced_scenario_waits_before_the_first_chunk_and_between_chunks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``slow`` stands in for a remote model in the worker tests and benchmarks: the
+    pauses are asked for (recorded, not timed: the machines are noisy)."""
+    import asyncio
+
+    import kortix_lab.models.scripted as scripted
+
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds: float, *args: Any) -> Any:
+        pauses.append(seconds)
+        return await real_sleep(0)
+
+    monkeypatch.setattr(scripted.asyncio, "sleep", recording_sleep)
+    scenario = load_scenario("slow")
+    out = await stream(f"{PROVIDER}/slow", [user("count the rows")])
+    assert out.text.startswith("You said: count the rows.")
+    assert pauses[0] == scenario.latency_ms / 1000
+    chunks = len(split_chunks(out.text, scenario.chunk_size))
+    assert pauses[1:].count(scenario.chunk_delay_ms / 1000) >= chunks - 1

@@ -1,0 +1,177 @@
+"""A worker process's host: per-account run managers over Postgres and Redis, and a sweeper.
+
+``kortix-lab worker --processes N --threads M`` starts Dramatiq, whose worker
+processes import ``shared.worker_entry``; that module builds one
+``WorkerHost`` per process. Each Dramatiq message names an account and a run;
+the host's manager for that account (a ``Workbench`` on a ``PostgresStore``
+scoped to it, with the Redis event log, control channel and leases) executes
+the run with ``RunManager.execute``.
+
+Every worker also sweeps (``shared.sweeper``): with two or more workers, one
+dying is noticed by the others within ``lease_s`` + ``sweep_interval_s``.
+
+SIGTERM: Dramatiq stops taking messages and waits for the runs in hand. The
+host gives them ``grace_s`` to finish, then stops the rest with a reason
+(their status is ``stopped``, their streams end), so a shutdown is never a
+crash and never leaves a run running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..agentpress.runner import RunConfig
+from ..config import Settings, SharedSettings
+from ..runs.owner import current_owner
+
+if TYPE_CHECKING:
+    from ..workbench import Workbench
+    from .control import RedisControl
+    from .locks import RedisLeaseLock
+    from .redis_event_log import RedisEventLog
+    from .sweeper import Sweeper
+
+log = logging.getLogger("kortix_lab.worker")
+
+SHUTDOWN_REASON = ("the worker executing it was shut down (SIGTERM) before the run "
+                   "finished; start it again to continue")
+
+
+class WorkerHost:
+    def __init__(self, settings: Settings | None = None,
+                 shared: SharedSettings | None = None, *, owner: str | None = None,
+                 grace_s: float = 30.0, sweep: bool = True) -> None:
+        from .control import RedisControl
+        from .locks import RedisLeaseLock
+        from .redis_event_log import RedisEventLog
+
+        self.settings = settings or Settings()
+        self.shared = shared or SharedSettings()
+        self.shared.check()
+        assert self.shared.redis_url is not None
+        url, prefix = self.shared.redis_url, self.shared.redis_prefix
+        self.events: RedisEventLog = RedisEventLog(url, prefix=prefix)
+        self.control: RedisControl = RedisControl(url, prefix=prefix)
+        self.leases: RedisLeaseLock = RedisLeaseLock(url, prefix=prefix)
+        self.owner = owner or current_owner()
+        self.grace_s = grace_s
+        self._sweep = sweep
+        self._benches: dict[str, Workbench] = {}
+        self._stopping = asyncio.Event()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._sweeper: Sweeper | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+
+    # ---- runs --------------------------------------------------------------------------
+    def _bench(self, account_id: str) -> Workbench:
+        bench = self._benches.get(account_id)
+        if bench is None:
+            from ..store.postgres_store import PostgresStore
+            from ..workbench import Workbench
+
+            assert self.shared.database_url is not None
+            store = PostgresStore(self.shared.database_url, account_id=account_id,
+                                  min_size=0, max_size=8)
+            bench = self._benches[account_id] = Workbench(
+                self.settings, store=store, manager_options={
+                    "event_log": self.events, "control": self.control,
+                    "leases": self.leases, "lease_s": self.shared.lease_s,
+                    "owner": self.owner, "max_parallel": 1000})
+        return bench
+
+    async def execute(self, account_id: str, run_id: str) -> None:
+        """Execute one queued run (the Dramatiq actor's body); never raises for a run's
+        own failure: that is the run's final status, not a reason to retry."""
+        self._start_sweeper()
+        if self._stopping.is_set():
+            # Shutting down: leave the message to the queue, which redelivers it.
+            raise RuntimeError("this worker is shutting down")
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            run = await self._bench(account_id).manager.execute(run_id)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+        log.info("run %s (account %s) ended %s", run_id, account_id, run.status)
+
+    # ---- sweeping ----------------------------------------------------------------------
+    def _start_sweeper(self) -> None:
+        if not self._sweep or self._sweep_task is not None:
+            return
+        from .sweeper import Sweeper
+
+        assert self.shared.database_url is not None
+        self._sweeper = Sweeper(self.shared.database_url, lock=self.leases, log=self.events,
+                                owner=f"sweeper:{self.owner}", grace_s=self.shared.lease_s,
+                                hold_s=self.shared.lease_s)
+        self._sweep_task = asyncio.get_running_loop().create_task(
+            self._sweeper.run(self._stopping, interval_s=self.shared.sweep_interval_s),
+            name="kortix-sweeper")
+
+    async def boot(self) -> None:
+        """Start sweeping at once, and import the model layer now: LiteLLM takes seconds
+        to import, which would otherwise delay the first run this worker takes."""
+        self._start_sweeper()
+        from ..workbench import make_model
+
+        await asyncio.to_thread(make_model, RunConfig(model=self.settings.model),
+                                self.settings)
+
+    # ---- shutdown ----------------------------------------------------------------------
+    def active_runs(self) -> list[str]:
+        return [run for bench in self._benches.values() for run in bench.manager.active_runs()]
+
+    async def drain(self) -> None:
+        """Let runs in hand finish for ``grace_s``, then stop those still going."""
+        self._stopping.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.grace_s)
+        for bench in self._benches.values():
+            for run_id in bench.manager.active_runs():
+                await bench.manager.stop_run(run_id, SHUTDOWN_REASON)
+
+    async def aclose(self) -> None:
+        self._stopping.set()
+        if self._sweep_task is not None:
+            with contextlib.suppress(Exception):
+                await self._sweep_task
+        if self._sweeper is not None:
+            self._sweeper.close()
+        for bench in self._benches.values():
+            with contextlib.suppress(Exception):
+                await bench.close()
+        self._benches.clear()
+        for part in (self.events, self.control, self.leases):
+            with contextlib.suppress(Exception):
+                await part.aclose()
+
+
+def dramatiq_argv(*, processes: int, threads: int, grace_s: float) -> list[str]:
+    """Arguments for Dramatiq's CLI that run ``shared.worker_entry``."""
+    from .queue import QUEUE_NAME
+
+    shutdown_ms = int((grace_s + 30) * 1000)  # the grace, then time to store the stops
+    return ["kortix_lab.shared.worker_entry", "--processes", str(processes),
+            "--threads", str(threads), "--queues", QUEUE_NAME,
+            "--worker-shutdown-timeout", str(shutdown_ms)]
+
+
+def run_worker(*, processes: int, threads: int, grace_s: float) -> int:
+    """``kortix-lab worker``: Dramatiq's master process; returns its exit code."""
+    import os
+
+    from dramatiq.cli import main, make_argument_parser
+
+    SharedSettings().check()  # a clear error now, not N tracebacks from the children
+    os.environ["KORTIX_LAB_WORKER_GRACE_S"] = str(grace_s)
+    args = make_argument_parser().parse_args(  # type: ignore[no-untyped-call]
+        dramatiq_argv(processes=processes, threads=threads, grace_s=grace_s))
+    code: Any = main(args)  # type: ignore[no-untyped-call]
+    return int(code or 0)
