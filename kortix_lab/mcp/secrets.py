@@ -1,7 +1,9 @@
 """MCP credentials at rest: Fernet-encrypted in agent records, masked on display.
 
 An MCP server's ``env`` values and HTTP ``headers`` values are where its
-credentials live (API keys, bearer tokens), so every one of them is encrypted
+credentials live (API keys, bearer tokens) — and sometimes its URL, as a
+query parameter (``?api_key=…``) or a password (``https://user:pw@host``) —
+so every one of them is encrypted
 before an entry goes into an agent record, and decrypted only in memory right
 before the server is started. Encrypted values are strings ``enc:v1:<token>``,
 so a record stays JSON and a half-migrated record (some values in clear) still
@@ -22,9 +24,11 @@ import base64
 import copy
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from ..agentpress.errors import ConfigError
 from ._paths import secret_key_path
@@ -142,6 +146,9 @@ def _apply(node: dict[str, Any], fn: Callable[[str], str]) -> None:
     nested = node.get("config")
     if isinstance(nested, dict):
         _apply(nested, fn)
+    url = node.get("url")
+    if isinstance(url, str):
+        node["url"] = _map_url(url, fn)
     for key in _SECRET_MAPS:
         values = node.get(key)
         if isinstance(values, dict):
@@ -150,9 +157,34 @@ def _apply(node: dict[str, Any], fn: Callable[[str], str]) -> None:
                     values[name] = fn(str(value))
 
 
+# Query parameters that carry credentials (``?api_key=``, ``&token=``, ``sig=`` …).
+_SECRET_PARAM = re.compile(r"(key|token|secret|passw|auth|sig|credential|session)",
+                           re.IGNORECASE)
+
+
+def _map_url(url: str, fn: Callable[[str], str]) -> str:
+    """``url`` with ``fn`` applied to its password and to every credential-like query
+    value; the rest (host, path, other parameters) stays readable."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{quote(fn(unquote(parts.password)), safe='')}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_SECRET_PARAM.search(name) and value for name, value in pairs):
+            query = urlencode([(name, fn(value) if _SECRET_PARAM.search(name) and value
+                                else value) for name, value in pairs])
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def _has_encrypted(node: Any) -> bool:
     if isinstance(node, str):
-        return is_encrypted(node)
+        return is_encrypted(node) or (PREFIX in unquote(node) and "://" in node)
     if isinstance(node, Mapping):
         return any(_has_encrypted(v) for v in node.values())
     if isinstance(node, list):

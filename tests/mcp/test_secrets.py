@@ -64,3 +64,19 @@ def test_masking_shows_at_most_the_last_four_characters(kortix_home: Path) -> No
     shown = masked_entry(encrypt_entry({"name": "a", "url": "http://h/mcp",
                                         "headers": {"Authorization": "Bearer " + SECRET}}))
     assert shown["headers"]["Authorization"] == "••••abcd"
+
+
+def test_credentials_in_a_url_are_encrypted_and_the_rest_stays_readable(
+        kortix_home: Path) -> None:
+    entry = {"name": "q", "type": "http",
+             "url": f"https://user:{SECRET}@mcp.example/v1?api_key={SECRET}&region=eu&x=1"}
+    sealed = encrypt_entry(entry)
+    assert SECRET not in json.dumps(sealed)
+    assert sealed["url"].startswith("https://user:") and "region=eu" in sealed["url"]
+    assert encrypt_entry(sealed) == sealed  # idempotent
+    assert decrypt_entry(sealed)["url"] == (
+        f"https://user:{SECRET}@mcp.example/v1?api_key={SECRET}&region=eu&x=1")
+    shown = json.dumps(masked_entry(sealed))
+    assert SECRET not in shown and SECRET[-4:] in shown
+    plain = {"name": "p", "url": "http://127.0.0.1:9/mcp?region=eu"}
+    assert encrypt_entry(plain) == plain  # nothing secret: untouched
