@@ -99,6 +99,7 @@ class _Active:
     task: asyncio.Task[None] | None = None
     stop_reason: str = "stopped by request"
     pending: dict[str, asyncio.Future[Decision]] = field(default_factory=dict)
+    lease_lost: bool = False  # another process may have taken the run over
 
     def ask_user(self, call_id: str, tool: str, arguments: dict[str, Any]
                  ) -> asyncio.Future[Decision]:
@@ -219,11 +220,14 @@ class RunManager:
     async def execute(self, run_id: str) -> AgentRun:
         """Execute a run another process queued (the worker's entry point); return its
         final record. A run that is already finished, or executing elsewhere, is left
-        alone; one whose executor died (``running`` with no live lease) is failed, never
-        run twice: its messages so far are in the thread."""
+        alone; one whose executor died (``running``, its lease free for a whole lease
+        period) is failed, never run twice: its messages so far are in the thread."""
         run = await asyncio.to_thread(self.store.get_run, run_id)
         if run.status not in ACTIVE or run_id in self._active:
             return run
+        if run.status == "running" and self.leases is not None and \
+                not await self._lease_stays_free(run_id):
+            return run  # its executor is alive: it holds the lease (or took it back)
         active = self._track(run_id, run.thread_id)
         try:
             try:
@@ -235,7 +239,10 @@ class RunManager:
                 return await asyncio.to_thread(self.store.get_run, run_id)
             context = RunContext(run_id, run.thread_id, thread.project_id, config,
                                  run.agent_id, self.store)
-            await self._execute(active, context)
+            # A task of its own, as ``start_run`` makes: ``shutdown`` waits for it.
+            active.task = asyncio.create_task(self._execute(active, context),
+                                              name=f"kortix-run-{run_id}")
+            await active.task
         finally:
             self._untrack(active)
         return await asyncio.to_thread(self.store.get_run, run_id)
@@ -404,8 +411,25 @@ class RunManager:
             ask_user=active.ask_user)
         await runner.run()
 
+    async def _lease_stays_free(self, run_id: str) -> bool:
+        """True when nobody holds the run's lease for a whole lease period. A lease
+        that is merely free does not mean a dead executor: after a Redis flush or
+        restart every lease is gone, and each live holder takes its own back at its
+        next heartbeat (``lease_s / 3``)."""
+        assert self.leases is not None
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.lease_s
+        while True:
+            if await self.leases.holder(run_id) is not None:
+                return False
+            left = until - loop.time()
+            if left <= 0:
+                return True
+            await asyncio.sleep(min(left, self.lease_s / 6))
+
     async def _watch_lease(self, active: _Active, lease: Lease) -> None:
         await lease.lost.wait()
+        active.lease_lost = True
         active.stop_reason = ("this process lost the run's lease (it could not reach the "
                               "lock service in time); the run was stopped so it cannot run "
                               "twice")
@@ -497,9 +521,22 @@ class RunManager:
                 event = ev.RunFinished(status=event.status, thread_id=event.thread_id,
                                        reason=reason, usage=event.usage, cost=event.cost,
                                        duration_ms=event.duration_ms)
+            if active is not None and active.lease_lost and await self._ended(run_id):
+                return  # whoever took the run over (the sweeper) ended it: its word stands
             with contextlib.suppress(Exception):  # the event must go out even if the store is down
                 await asyncio.to_thread(
                     self.store.update_run, run_id, status=event.status, finished=True,
                     error=None if event.status == "completed" else reason,
                     usage=event.usage, cost=event.cost)
+        if active is not None and active.lease_lost:
+            with contextlib.suppress(RuntimeError):  # the new holder may have ended the stream
+                await self.events.append(run_id, event)
+            return
         await self.events.append(run_id, event)
+
+    async def _ended(self, run_id: str) -> bool:
+        try:
+            run = await asyncio.to_thread(self.store.get_run, run_id)
+        except Exception:
+            return False
+        return run.status not in ACTIVE

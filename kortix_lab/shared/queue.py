@@ -28,6 +28,8 @@ QUEUE_NAME = "kortix-lab-runs"
 ACTOR_NAME = "kortix_lab_execute_run"
 # Dramatiq's TimeLimit middleware would interrupt a run after 10 minutes by default.
 NO_TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
+# Out of dramatiq.brokers.redis.MAINTENANCE_SCALE (1 000 000) commands.
+MAINTENANCE_CHANCE = 200_000
 
 ExecuteFn = Callable[[str, str], Awaitable[None]]
 
@@ -46,9 +48,11 @@ def make_broker(settings: SharedSettings, *, for_worker: bool) -> RedisBroker:
     settings.check()
     broker = RedisBroker(url=settings.redis_url, namespace=namespace(settings),  # type: ignore[no-untyped-call]
                          heartbeat_timeout=int(settings.queue_heartbeat_s * 1000),
-                         # Look for dead workers' messages on ~1 fetch in 20 instead of 1000:
-                         # a redelivery waits for the heartbeat, not for luck.
-                         maintenance_chance=50)
+                         # Dramatiq counts this chance per million commands (default 1000: one
+                         # fetch in a thousand looks for dead workers' messages). One in five
+                         # (the check is a cheap ZRANGEBYSCORE while nobody died), so a dead
+                         # worker's runs are redelivered soon after its heartbeat, not by luck.
+                         maintenance_chance=MAINTENANCE_CHANCE)
     if for_worker:
         broker.add_middleware(AsyncIO())
     dramatiq.set_broker(broker)

@@ -8,7 +8,10 @@ gone). The sweeper, on any number of hosts, every ``interval_s``:
 
 1. lists queued and running runs across all accounts (``active_runs_all_accounts``);
 2. skips runs that are queued (the queue owns them), started less than
-   ``grace_s`` ago, or whose lease is held;
+   ``grace_s`` ago, or whose lease is held — or was free for less than
+   ``free_s``: after a Redis flush or restart *every* lease is gone for a moment,
+   and a live holder takes its own back at its next heartbeat (``lease_s / 3``),
+   so only a lease that stays free for a whole lease period means a dead holder;
 3. *acquires* the lease itself — of two sweepers, or a sweeper and a worker
    re-taking its lapsed lease, exactly one wins, so nothing is swept twice
    and a live worker is never swept;
@@ -27,6 +30,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -52,14 +56,17 @@ class Swept:
 
 class Sweeper:
     def __init__(self, database_url: str, *, lock: LeaseLock, log: EventLog,
-                 owner: str | None = None, grace_s: float = 30.0, hold_s: float = 60.0) -> None:
+                 owner: str | None = None, grace_s: float = 30.0, hold_s: float = 60.0,
+                 free_s: float = 0.0) -> None:
         self.database_url = database_url
         self.lock = lock
         self.log = log
         self.owner = owner or f"sweeper:{socket.gethostname()}:{os.getpid()}"
         self.grace_s = grace_s
         self.hold_s = hold_s
+        self.free_s = free_s
         self._stores: dict[str, PostgresStore] = {}
+        self._free_since: dict[str, float] = {}  # run id -> when its lease was seen free
 
     def _store(self, account_id: str) -> PostgresStore:
         store = self._stores.get(account_id)
@@ -72,12 +79,17 @@ class Sweeper:
         """One pass; returns the runs this sweeper marked failed."""
         active = await asyncio.to_thread(active_runs_all_accounts, self.database_url)
         cutoff = datetime.now(UTC) - timedelta(seconds=self.grace_s)
+        now = time.monotonic()
         swept: list[Swept] = []
+        free_since, self._free_since = self._free_since, {}
         for account_id, run in active:
             if run.status != "running" or (run.started_at or run.created_at) > cutoff:
                 continue
             if await self.lock.holder(run.run_id) is not None:
                 continue
+            seen = self._free_since[run.run_id] = free_since.get(run.run_id, now)
+            if now - seen < self.free_s:
+                continue  # its holder may be about to take it back
             if not await self.lock.acquire(run.run_id, self.owner, self.hold_s):
                 continue  # a worker re-took it, or another sweeper is on it
             try:

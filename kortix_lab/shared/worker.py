@@ -8,12 +8,15 @@ scoped to it, with the Redis event log, control channel and leases) executes
 the run with ``RunManager.execute``.
 
 Every worker also sweeps (``shared.sweeper``): with two or more workers, one
-dying is noticed by the others within ``lease_s`` + ``sweep_interval_s``.
+dying is noticed by the others within about ``2 × lease_s`` + ``sweep_interval_s``
+(its lease must lapse, then stay free for a lease period: see ``shared.sweeper``).
 
-SIGTERM: Dramatiq stops taking messages and waits for the runs in hand. The
-host gives them ``grace_s`` to finish, then stops the rest with a reason
-(their status is ``stopped``, their streams end), so a shutdown is never a
-crash and never leaves a run running.
+SIGTERM: Dramatiq's worker process notices it within a second, stops taking
+messages and waits for the runs in hand. The host gives them ``grace_s`` to
+finish, then stops the rest with a reason (their status is ``stopped``, their
+streams end), so a shutdown is never a crash and never leaves a run running. A
+message that still reaches the host while it shuts down goes back to the queue
+(``requeue``) for another worker.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..agentpress.runner import RunConfig
@@ -36,6 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kortix_lab.worker")
 
+# Sends ``(account_id, run_id)`` to the queue again (a new message).
+Requeue = Callable[[str, str], Awaitable[None]]
+
 SHUTDOWN_REASON = ("the worker executing it was shut down (SIGTERM) before the run "
                    "finished; start it again to continue")
 
@@ -43,7 +50,8 @@ SHUTDOWN_REASON = ("the worker executing it was shut down (SIGTERM) before the r
 class WorkerHost:
     def __init__(self, settings: Settings | None = None,
                  shared: SharedSettings | None = None, *, owner: str | None = None,
-                 grace_s: float = 30.0, sweep: bool = True) -> None:
+                 grace_s: float = 30.0, sweep: bool = True,
+                 requeue: Requeue | None = None) -> None:
         from .control import RedisControl
         from .locks import RedisLeaseLock
         from .redis_event_log import RedisEventLog
@@ -59,6 +67,7 @@ class WorkerHost:
         self.owner = owner or current_owner()
         self.grace_s = grace_s
         self._sweep = sweep
+        self._requeue = requeue
         self._benches: dict[str, Workbench] = {}
         self._stopping = asyncio.Event()
         self._inflight = 0
@@ -89,8 +98,15 @@ class WorkerHost:
         own failure: that is the run's final status, not a reason to retry."""
         self._start_sweeper()
         if self._stopping.is_set():
-            # Shutting down: leave the message to the queue, which redelivers it.
-            raise RuntimeError("this worker is shutting down")
+            # Shutting down: the run goes back to the queue for another worker. (Raising
+            # would not do it: with retries off, Dramatiq dead-letters a failed message
+            # and the run would stay queued for ever.)
+            if self._requeue is None:
+                raise RuntimeError("this worker is shutting down")
+            await self._requeue(account_id, run_id)
+            log.info("run %s (account %s) handed back to the queue: shutting down",
+                     run_id, account_id)
+            return
         self._inflight += 1
         self._idle.clear()
         try:
@@ -110,7 +126,7 @@ class WorkerHost:
         assert self.shared.database_url is not None
         self._sweeper = Sweeper(self.shared.database_url, lock=self.leases, log=self.events,
                                 owner=f"sweeper:{self.owner}", grace_s=self.shared.lease_s,
-                                hold_s=self.shared.lease_s)
+                                hold_s=self.shared.lease_s, free_s=self.shared.lease_s)
         self._sweep_task = asyncio.get_running_loop().create_task(
             self._sweeper.run(self._stopping, interval_s=self.shared.sweep_interval_s),
             name="kortix-sweeper")
@@ -129,13 +145,18 @@ class WorkerHost:
         return [run for bench in self._benches.values() for run in bench.manager.active_runs()]
 
     async def drain(self) -> None:
-        """Let runs in hand finish for ``grace_s``, then stop those still going."""
+        """Let runs in hand finish for ``grace_s``, then stop those still going, until
+        none is left (a run whose ``execute`` began just before the shutdown may only be
+        tracked a moment later: it is stopped on the next pass)."""
         self._stopping.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), self.grace_s)
-        for bench in self._benches.values():
-            for run_id in bench.manager.active_runs():
-                await bench.manager.stop_run(run_id, SHUTDOWN_REASON)
+        while not self._idle.is_set():
+            for bench in list(self._benches.values()):
+                for run_id in bench.manager.active_runs():
+                    await bench.manager.stop_run(run_id, SHUTDOWN_REASON)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), 0.2)
 
     async def aclose(self) -> None:
         self._stopping.set()

@@ -35,20 +35,33 @@ def _run(coro: Any) -> Any:
     return asyncio.run_coroutine_threadsafe(coro, loop_thread.loop).result()
 
 
+async def _requeue(account_id: str, run_id: str) -> None:
+    await asyncio.to_thread(execute_run.send, account_id, run_id)
+
+
 async def _make_host() -> WorkerHost:
     grace = float(os.environ.get("KORTIX_LAB_WORKER_GRACE_S", "30"))
-    return WorkerHost(Settings(), _shared, grace_s=grace)
+    return WorkerHost(Settings(), _shared, grace_s=grace, requeue=_requeue)
 
 
 class HostLifecycle(Middleware):
     """Boots the host on the loop thread, drains it on SIGTERM, closes it before the
-    loop stops (it is added before ``AsyncIO``, whose shutdown stops the loop)."""
+    loop stops. It is added *after* ``AsyncIO``: Dramatiq calls ``before_*`` hooks in
+    order and ``after_*`` hooks in reverse, so ``AsyncIO`` starts the loop before the
+    host boots and stops it only after the host is closed. The host boots before the
+    worker's consumers start taking messages."""
 
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        # Before the consumers start: a message taken while the host was still booting
+        # would fail, and Dramatiq (retries off) would dead-letter it — the run would
+        # stay queued for ever.
         global _host
         _host = _run(_make_host())
         _run(_host.boot())
-        log.info("kortix-lab worker %s ready", _host.owner)
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        if _host is not None:
+            log.info("kortix-lab worker %s ready", _host.owner)
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         if _host is not None:
@@ -67,5 +80,5 @@ async def _execute(account_id: str, run_id: str) -> None:
     await _host.execute(account_id, run_id)
 
 
-broker.add_middleware(HostLifecycle(), before=AsyncIO)
+broker.add_middleware(HostLifecycle(), after=AsyncIO)
 execute_run = declare_actor(broker, _execute)

@@ -13,10 +13,14 @@ Isolation, so parallel runs and the machine's other users never collide:
   dropped by a later one after six hours.
 * Redis: each test gets a unique key prefix; its keys are deleted afterwards.
   Tests that flush or restart Redis get a private ``redis-server`` of their own.
+* Tests that restart Postgres get a private server of their own too
+  (``private_postgres``: ``initdb`` + ``pg_ctl`` on a free port, as
+  ``scripts/services.sh`` starts its throwaway server).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -75,13 +79,14 @@ def redis_url() -> str:
     return url
 
 
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix no other test (or user) has; its keys are deleted afterwards."""
+def new_prefix() -> str:
+    return f"kortix-test:{uuid.uuid4().hex[:12]}:"
+
+
+def delete_prefix(redis_url: str, prefix: str) -> None:
+    """Delete every key under ``prefix``."""
     import redis
 
-    prefix = f"kortix-test:{uuid.uuid4().hex[:12]}:"
-    yield prefix
     client = redis.Redis.from_url(redis_url)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
@@ -89,6 +94,14 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix no other test (or user) has; its keys are deleted afterwards."""
+    prefix = new_prefix()
+    yield prefix
+    delete_prefix(redis_url, prefix)
 
 
 @dataclass
@@ -222,3 +235,114 @@ def fresh_database(pg_admin_url: str) -> Iterator[str]:
 
 def new_account() -> str:
     return f"acct-{uuid.uuid4().hex[:12]}"
+
+
+def pg_bindir() -> Path:
+    """Where ``initdb`` and ``pg_ctl`` are (as ``scripts/services.sh`` looks for them)."""
+    candidates: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                               check=False).stdout.strip()
+        if found:
+            candidates.append(Path(found))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    candidates.append(Path("/usr/local/bin"))
+    if (initdb := shutil.which("initdb")) is not None:
+        candidates.append(Path(initdb).parent)
+    for folder in candidates:
+        if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
+            return folder
+    pytest.fail(f"no Postgres server binaries (initdb, pg_ctl) found: run "
+                f"bash scripts/ensure-services.sh; {HINT}", pytrace=False)
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL server of this test's own (``initdb`` in a temporary folder, trust
+    auth on loopback), which it may stop and restart; its data survive a restart.
+
+    As root, the server runs as the ``postgres`` user (``initdb`` refuses root), so
+    the folder lives outside pytest's private ``tmp_path``."""
+
+    port: int
+    folder: Path
+    bindir: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "pg" / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "pg" / "server.log"
+
+    def _as_owner(self, *argv: str | Path, timeout: float = 120) -> None:
+        cmd = [str(a) for a in argv]
+        if os.geteuid() == 0:
+            if shutil.which("runuser") is None:
+                pytest.fail("running as root without runuser: cannot start Postgres as "
+                            "the postgres user", pytrace=False)
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+        if done.returncode != 0:
+            server_log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() \
+                else ""
+            pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}"
+                        f"\n{server_log}", pytrace=False)
+
+    def init(self) -> None:
+        (self.folder / "pg").mkdir(parents=True)
+        if os.geteuid() == 0:
+            import pwd
+
+            try:
+                entry = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.fail("no 'postgres' user to run initdb as (install the postgresql "
+                            f"package); {HINT}", pytrace=False)
+            self.folder.chmod(0o755)
+            os.chown(self.folder / "pg", entry.pw_uid, entry.pw_gid)
+        self._as_owner(self.bindir / "initdb", "-D", self.data, "-U", "postgres", "-A",
+                       "trust", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        options = (f"-p {self.port} -k {self.folder / 'pg'} -c listen_addresses=127.0.0.1 "
+                   "-c fsync=off -c full_page_writes=off -c synchronous_commit=off")
+        self._as_owner(self.bindir / "pg_ctl", "-D", self.data, "-l", self.log, "-w",
+                       "-t", "60", "-o", options, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: sessions are cut, as in a restart)."""
+        self._as_owner(self.bindir / "pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60",
+                       "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A Postgres server of this test's own; removed afterwards."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="kortix-test-pg-"))
+    server = PrivatePostgres(port=free_port(), folder=folder, bindir=pg_bindir())
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        if server.running():
+            with contextlib.suppress(BaseException):
+                server.stop("immediate")
+        shutil.rmtree(folder, ignore_errors=True)
