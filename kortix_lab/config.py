@@ -77,6 +77,10 @@ class SharedSettings:
     # Dramatiq re-delivers a dead worker's unfinished messages after this.
     queue_heartbeat_s: float = field(
         default_factory=lambda: _float_env("KORTIX_LAB_QUEUE_HEARTBEAT_S", 60.0))
+    # A queued run no worker took within this has its message sent again (it may have
+    # been lost with a Redis restart); duplicates are harmless.
+    resend_after_s: float = field(
+        default_factory=lambda: _float_env("KORTIX_LAB_RESEND_AFTER_S", 120.0))
     # Runs per account across every server and worker (queued + running).
     max_runs_per_account: int = field(
         default_factory=lambda: _int_env("KORTIX_LAB_MAX_RUNS_PER_ACCOUNT", 50))
@@ -95,7 +99,9 @@ class SharedSettings:
         if missing:
             raise ConfigError(f"the shared deployment needs {' and '.join(missing)} "
                               "(a postgresql:// and a redis:// URL)")
-        if self.lease_s <= 0 or self.sweep_interval_s <= 0 or self.queue_heartbeat_s <= 0:
-            raise ConfigError("lease, sweep interval and queue heartbeat must be positive")
+        if self.lease_s <= 0 or self.sweep_interval_s <= 0 or self.queue_heartbeat_s <= 0 \
+                or self.resend_after_s <= 0:
+            raise ConfigError("lease, sweep interval, queue heartbeat and resend delay must "
+                              "be positive")
         if self.max_runs_per_account < 1:
             raise ConfigError("KORTIX_LAB_MAX_RUNS_PER_ACCOUNT must be at least 1")

@@ -19,8 +19,13 @@ gone). The sweeper, on any number of hosts, every ``interval_s``:
    the reason, then appends ``run_finished`` to the run's event log so every
    client's stream ends; releases the lease.
 
-Re-queuing instead of failing (where an agent allows it) needs the queue and
-is left to the worker issue.
+A queued run is the queue's, with one exception: its message can be lost (Redis
+restarted without persistence before a worker took it, or a message
+dead-lettered by an infrastructure error). Given ``resend``, the sweeper sends
+the message again for every queued run older than ``resend_after_s`` that
+nobody holds, and again each ``resend_after_s`` while it stays queued. A
+duplicate message is harmless: whoever takes a run takes its lease first and
+re-reads its status, so it executes once.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from kortix_lab.agentpress import events as ev
 from kortix_lab.agentpress.errors import NotFound
+from kortix_lab.agentpress.store import AgentRun
 from kortix_lab.runs.event_log import EventLog
 from kortix_lab.runs.lease import LeaseLock
 from kortix_lab.store.postgres_store import PostgresStore, active_runs_all_accounts
@@ -44,6 +51,10 @@ log = logging.getLogger(__name__)
 
 REASON = ("the process running it ({owner}) stopped renewing its lease (it died or hung); "
           "marked failed by the sweeper")
+
+
+# Send a queued run's message again: (account_id, run_id).
+Resend = Callable[[str, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +68,8 @@ class Swept:
 class Sweeper:
     def __init__(self, database_url: str, *, lock: LeaseLock, log: EventLog,
                  owner: str | None = None, grace_s: float = 30.0, hold_s: float = 60.0,
-                 free_s: float = 0.0) -> None:
+                 free_s: float = 0.0, resend: Resend | None = None,
+                 resend_after_s: float = 120.0) -> None:
         self.database_url = database_url
         self.lock = lock
         self.log = log
@@ -67,6 +79,10 @@ class Sweeper:
         self.free_s = free_s
         self._stores: dict[str, PostgresStore] = {}
         self._free_since: dict[str, float] = {}  # run id -> when its lease was seen free
+        self.resend = resend
+        self.resend_after_s = resend_after_s
+        self._resent: dict[str, float] = {}  # run id -> when this sweeper last re-sent it
+        self.resent_total = 0
 
     def _store(self, account_id: str) -> PostgresStore:
         store = self._stores.get(account_id)
@@ -82,6 +98,7 @@ class Sweeper:
         now = time.monotonic()
         swept: list[Swept] = []
         free_since, self._free_since = self._free_since, {}
+        await self._resend_stale(active, now)
         for account_id, run in active:
             if run.status != "running" or (run.started_at or run.created_at) > cutoff:
                 continue
@@ -99,6 +116,27 @@ class Sweeper:
             if done is not None:
                 swept.append(done)
         return swept
+
+    async def _resend_stale(self, active: list[tuple[str, AgentRun]], now: float) -> None:
+        """Send the message of every queued run that waited ``resend_after_s`` again."""
+        queued = {run.run_id for _, run in active if run.status == "queued"}
+        self._resent = {rid: at for rid, at in self._resent.items() if rid in queued}
+        if self.resend is None:
+            return
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.resend_after_s)
+        for account_id, run in active:
+            if run.status != "queued" or run.created_at > cutoff:
+                continue
+            last = self._resent.get(run.run_id)
+            if last is not None and now - last < self.resend_after_s:
+                continue
+            if await self.lock.holder(run.run_id) is not None:
+                continue  # a worker is taking it right now
+            await self.resend(account_id, run.run_id)
+            self._resent[run.run_id] = now
+            self.resent_total += 1
+            log.warning("run %s (account %s) queued since %s: its message was sent again",
+                        run.run_id, account_id, run.created_at.isoformat())
 
     async def _fail(self, account_id: str, run_id: str) -> Swept | None:
         store = self._store(account_id)

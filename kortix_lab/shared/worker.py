@@ -126,7 +126,9 @@ class WorkerHost:
         assert self.shared.database_url is not None
         self._sweeper = Sweeper(self.shared.database_url, lock=self.leases, log=self.events,
                                 owner=f"sweeper:{self.owner}", grace_s=self.shared.lease_s,
-                                hold_s=self.shared.lease_s, free_s=self.shared.lease_s)
+                                hold_s=self.shared.lease_s, free_s=self.shared.lease_s,
+                                resend=self._requeue,
+                                resend_after_s=self.shared.resend_after_s)
         self._sweep_task = asyncio.get_running_loop().create_task(
             self._sweeper.run(self._stopping, interval_s=self.shared.sweep_interval_s),
             name="kortix-sweeper")

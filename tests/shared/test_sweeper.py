@@ -160,3 +160,39 @@ async def test_a_run_whose_worker_is_killed_ends_failed_within_the_lease(
             worker.wait()
         sweeper.close()
         store.close()
+
+
+@pytest.mark.asyncio
+async def test_queued_runs_whose_message_may_be_lost_are_sent_again_once_per_period(
+        database: str, parts: tuple[RedisLeaseLock, RedisEventLog]) -> None:
+    """A Redis restart can lose a queued run's message; the sweeper sends it again —
+    not a fresh run, not a running or held one, and not again within the period."""
+    lock, log = parts
+    store = PostgresStore(database, account_id=new_account())
+    sent: list[tuple[str, str]] = []
+
+    async def resend(account_id: str, run_id: str) -> None:
+        sent.append((account_id, run_id))
+
+    sweeper = Sweeper(database, lock=lock, log=log, grace_s=3600, resend=resend,
+                      resend_after_s=0.5)
+    try:
+        stale = store.create_run(store.create_thread().thread_id, model="m").run_id
+        held = store.create_run(store.create_thread().thread_id, model="m").run_id
+        running = running_run(store)
+        await lock.acquire(held, "worker-1", 60)
+        await asyncio.sleep(0.6)  # both queued runs are now older than resend_after_s
+        fresh = store.create_run(store.create_thread().thread_id, model="m").run_id
+        await sweeper.sweep_once()
+        assert sent == [(store.account_id, stale)]
+        await sweeper.sweep_once()  # within the period: not again
+        assert sent == [(store.account_id, stale)]
+        await asyncio.sleep(0.6)
+        await sweeper.sweep_once()
+        assert sorted(sent) == sorted([(store.account_id, stale)] * 2
+                                      + [(store.account_id, fresh)])
+        assert store.get_run(running).status == "running"  # grace 1 h: not swept either
+        assert held not in {run_id for _, run_id in sent}
+    finally:
+        sweeper.close()
+        store.close()
