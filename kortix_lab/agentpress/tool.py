@@ -8,9 +8,11 @@ the XML prompt. Nothing here knows about a particular tool or the loop.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 import textwrap
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast, get_type_hints, overload
@@ -163,9 +165,37 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
 
 
 def spec_from_callable(fn: Callable[..., Any], *, group: str = "") -> ToolSpec:
-    """Build a ``ToolSpec`` from a ``@function``-marked (or plain) async callable."""
+    """Build a ``ToolSpec`` from a ``@function``-marked (or plain) async callable.
+
+    The name, schema and arguments model depend on the function only, not on the
+    instance a method is bound to, so they are built once per function (pydantic's
+    ``create_model`` + ``model_json_schema`` cost about a millisecond a tool, and every
+    run registers its tools anew); each spec gets its own copy of the schema.
+    """
     meta: FunctionMeta = getattr(fn, _SPEC_ATTR, None) or FunctionMeta(
         None, None, (), False, False)
+    key: Any = getattr(fn, "__func__", fn)
+    try:
+        built = _SCHEMAS.get(key)
+    except TypeError:  # not weakly referenceable: build it every time
+        key, built = None, None
+    if built is None:
+        built = _build_schema(fn, meta)
+        if key is not None:
+            _SCHEMAS[key] = built
+    name, description, schema, model = built
+    handler = _wrap_sync(fn) if not inspect.iscoroutinefunction(fn) else fn
+    return ToolSpec(name=name, description=description, parameters=copy.deepcopy(schema),
+                    handler=handler, arguments_model=model, examples=meta.examples,
+                    terminates=meta.terminates, requires_approval=meta.requires_approval,
+                    group=group)
+
+
+_Built = tuple[str, str, dict[str, Any], type[pydantic.BaseModel]]
+_SCHEMAS: weakref.WeakKeyDictionary[Any, _Built] = weakref.WeakKeyDictionary()
+
+
+def _build_schema(fn: Callable[..., Any], meta: FunctionMeta) -> _Built:
     name = meta.name or fn.__name__
     description, arg_docs = parse_docstring(inspect.getdoc(fn))
     hints = get_type_hints(fn)
@@ -183,11 +213,7 @@ def spec_from_callable(fn: Callable[..., Any], *, group: str = "") -> ToolSpec:
     for prop in schema.get("properties", {}).values():
         prop.pop("title", None)
     schema.setdefault("properties", {})
-    handler = _wrap_sync(fn) if not inspect.iscoroutinefunction(fn) else fn
-    return ToolSpec(name=name, description=meta.description or description or name,
-                    parameters=schema, handler=handler, arguments_model=model,
-                    examples=meta.examples, terminates=meta.terminates,
-                    requires_approval=meta.requires_approval, group=group)
+    return name, meta.description or description or name, schema, model
 
 
 def _wrap_sync(fn: Callable[..., Any]) -> Handler:

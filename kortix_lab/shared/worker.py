@@ -134,13 +134,15 @@ class WorkerHost:
             name="kortix-sweeper")
 
     async def boot(self) -> None:
-        """Start sweeping at once, and import the model layer now: LiteLLM takes seconds
-        to import, which would otherwise delay the first run this worker takes."""
+        """Start sweeping at once, and warm the model layer now: LiteLLM takes seconds to
+        import, and its first completion (with tools, which imports ``mcp``) another
+        0.5-1 s; the first run this worker takes would otherwise pay for both."""
         self._start_sweeper()
         from ..workbench import make_model
 
         await asyncio.to_thread(make_model, RunConfig(model=self.settings.model),
                                 self.settings)
+        await _warm_first_completion(self.settings)
 
     # ---- shutdown ----------------------------------------------------------------------
     def active_runs(self) -> list[str]:
@@ -176,6 +178,26 @@ class WorkerHost:
                 await part.aclose()
 
 
+async def _warm_first_completion(settings: Settings) -> None:
+    """One offline completion through LiteLLM, with a tool, on the scripted model."""
+    from ..agentpress.model import ModelRequest
+    from ..models.scripted import register_scripted_provider
+    from ..workbench import make_model
+
+    register_scripted_provider()
+    model = make_model(RunConfig(model="scripted/echo"), settings)
+    tool = {"type": "function", "function": {
+        "name": "warm_up", "description": "unused",
+        "parameters": {"type": "object", "properties": {}}}}
+    request = ModelRequest(model="scripted/echo", tools=[tool],
+                           messages=[{"role": "user", "content": "warm-up"}])
+    try:
+        async for _ in model.stream(request):
+            pass
+    except Exception:  # only a warm-up: the first run reports any real error
+        log.debug("model warm-up failed", exc_info=True)
+
+
 def dramatiq_argv(*, processes: int, threads: int, grace_s: float) -> list[str]:
     """Arguments for Dramatiq's CLI that run ``shared.worker_entry``."""
     from .queue import QUEUE_NAME
@@ -190,6 +212,16 @@ def run_worker(*, processes: int, threads: int, grace_s: float) -> int:
     """``kortix-lab worker``: Dramatiq's master process; returns its exit code."""
     import os
 
+    # Both are read when dramatiq is imported; the worker processes inherit them.
+    # By default a process takes up to 2 x threads messages: a run it could not start
+    # yet waited in its memory (seconds, behind runs of any length) while another
+    # worker idled. Take only what there are threads for.
+    os.environ.setdefault("dramatiq_queue_prefetch", str(threads))
+    # Dramatiq's Redis consumer polls with a backoff that grows to its worker timeout
+    # (1 s by default) while the queue is empty or its threads are all busy: a run sent
+    # to an idle worker waited ~0.5 s (p50) to start, and a freed thread waits for the
+    # next poll. 20 ms bounds both, for at most 50 cheap polls a second per idle process.
+    os.environ.setdefault("dramatiq_worker_timeout", "20")
     from dramatiq.cli import main, make_argument_parser
 
     SharedSettings().check()  # a clear error now, not N tracebacks from the children
