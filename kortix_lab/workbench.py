@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .agentpress import events as ev
 from .agentpress.builtin_tools import ExpandMessageTool, MessageTool
 from .agentpress.errors import ConfigError
 from .agentpress.model import ChatModel
@@ -92,7 +93,12 @@ class Workbench:
         self._providers.append(provider)
 
     async def build_tools(self, context: RunContext, emit: Emit) -> ToolRegistry:
-        """Built-ins, then the workbench's tools, then each provider's (in parallel)."""
+        """Built-ins, then the workbench's tools, then each provider's (in parallel); then
+        the agent's tool set, then the run's own choices (``RunConfig.tool_choices``).
+
+        The choices ride in the run's config, so they reach a worker in another process
+        exactly as they reach a run here; a name that matches nothing is reported as a
+        ``status`` event (``tools_option``)."""
         registry = ToolRegistry()
         registry.register(MessageTool())
         registry.register(ExpandMessageTool(context.store, context.thread_id))
@@ -108,6 +114,9 @@ class Workbench:
                     continue  # MCP tools are chosen per server in the agent's MCP config
                 if name not in enabled and group not in enabled and name not in ALWAYS_ON:
                     registry.unregister(name)
+        if context.config.tool_choices:
+            for problem in apply_tool_choices(registry, context.config.tool_choices):
+                await emit(ev.Status(code="tools_option", message=problem))
         return registry
 
     def resolve_thread(self, name_or_id: str | None, *, create: bool = True,

@@ -65,6 +65,9 @@ class RunConfig:
     approval_timeout: float = DEFAULT_APPROVAL_TIMEOUT
     sandbox: str | None = None  # backend for this run's sandbox tools (local|daytona|none)
     mcp_servers: list[dict[str, Any]] = field(default_factory=list)  # extra, this run only
+    # Enable (True) / disable (False) tools by name or group for this run; {"*": False}
+    # keeps only those named True (the magic's --tools, the API's options.tools).
+    tool_choices: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

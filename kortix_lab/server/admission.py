@@ -7,13 +7,20 @@ registration in the manager must be one step, or two concurrent requests could
 both take the last slot (and counting reservations instead would count a run
 twice while the manager is still storing its first message). Starting is a few
 store writes, which the store serialises anyway.
+
+In the shared deployment the count is the account's queued and running runs
+in Postgres (``RunManager.count_active``: every server's and worker's), the
+limit is the account's (``max_runs_per_account``), and "one at a time" spans
+the servers: a ``gate`` (a short Redis lease per account) is held around the
+check and the registration, inside this process's own lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
 from ..agentpress.store import Store
@@ -23,12 +30,18 @@ from .errors import RunLimited
 
 class Admission:
     def __init__(self, manager: RunManager, store: Store, *, max_parallel: int,
-                 max_queued: int = 0, daily_cost_budget: float | None = None) -> None:
+                 max_queued: int = 0, daily_cost_budget: float | None = None,
+                 account_id: str | None = None,
+                 gate: Callable[[], AbstractAsyncContextManager[None]] | None = None) -> None:
+        """``account_id`` set means the shared deployment: ``max_parallel`` is then the
+        account's limit across all servers and ``gate`` serialises starts across them."""
         self._manager = manager
         self._store = store
         self.max_parallel = max_parallel
         self.max_queued = max_queued
         self.daily_cost_budget = daily_cost_budget
+        self.account_id = account_id
+        self._gate = gate
         self._one_at_a_time = asyncio.Lock()
 
     @property
@@ -39,28 +52,39 @@ class Admission:
     async def admit(self) -> AsyncIterator[None]:
         """Hold the admission while the run is being started; raise ``RunLimited`` when
         refused."""
-        async with self._one_at_a_time:
-            active = len(self._manager.active_runs())
+        async with self._one_at_a_time, \
+                (self._gate() if self._gate is not None else contextlib.nullcontext()):
+            active = await self._manager.count_active()
             if active >= self.limit:
-                queued = f" and {self.max_queued} queued" if self.max_queued else ""
-                raise RunLimited(
-                    f"{active} runs are active; this server allows {self.max_parallel} at "
-                    f"once{queued} (KortixLabApp.max_parallel_runs). Wait for one to finish "
-                    "or stop one.", limit="parallel_runs")
+                raise RunLimited(self._over_limit(active), limit="parallel_runs")
             await self._check_budget()
             yield
+
+    def _over_limit(self, active: int) -> str:
+        if self.account_id is not None:
+            return (f"{active} runs of account {self.account_id!r} are queued or running "
+                    f"across all servers; the account may have {self.limit} at once "
+                    "(KortixLabApp.max_runs_per_account, $KORTIX_LAB_MAX_RUNS_PER_ACCOUNT). "
+                    "Wait for one to finish or stop one.")
+        queued = f" and {self.max_queued} queued" if self.max_queued else ""
+        return (f"{active} runs are active; this server allows {self.max_parallel} at "
+                f"once{queued} (KortixLabApp.max_parallel_runs). Wait for one to finish "
+                "or stop one.")
 
     async def _check_budget(self) -> None:
         if self.daily_cost_budget is None:
             return
         spent = await asyncio.to_thread(self.spent_last_day)
         if spent >= self.daily_cost_budget:
+            whose = f" of account {self.account_id!r}" if self.account_id is not None else ""
             raise RunLimited(
-                f"the daily cost budget of ${self.daily_cost_budget:.2f} is spent "
+                f"the daily cost budget{whose} of ${self.daily_cost_budget:.2f} is spent "
                 f"(${spent:.2f} in the last 24 hours; KortixLabApp.daily_cost_budget)",
                 limit="daily_cost_budget")
 
     def spent_last_day(self) -> float:
+        """What the store's runs (the account's, in the shared deployment) of the last 24
+        hours cost."""
         since = datetime.now(UTC) - timedelta(days=1)
         return sum(run.cost for run in self._store.list_runs()
                    if _aware(run.created_at) >= since)

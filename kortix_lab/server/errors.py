@@ -8,6 +8,7 @@ the only way to a 500.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ..agentpress.errors import ConfigError, KortixLabError, NotFound, StoreError
@@ -48,10 +49,21 @@ def http_status(exc: BaseException) -> tuple[int, dict[str, Any]] | None:
     if isinstance(exc, ConfigError | PathOutsideWorkspace | IsADirectoryError |
                   NotADirectoryError):
         return 400, {}
-    if isinstance(exc, SandboxUnavailable | StoreError):
+    if isinstance(exc, SandboxUnavailable | StoreError) or _redis_unreachable(exc):
         return 503, {}
     if isinstance(exc, SandboxError):
         return 400, {}
     if isinstance(exc, KortixLabError):  # e.g. the run manager is shut down
         return 503, {}
     return None
+
+
+def _redis_unreachable(exc: BaseException) -> bool:
+    """Redis (shared deployment) not answering: a service outage, 503 like the store's.
+    Only checked when redis-py is loaded; the embedded deployment never imports it."""
+    if "redis" not in sys.modules:
+        return False
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError)

@@ -160,7 +160,8 @@ class RunOut(Out):
     error: str | None
     usage: dict[str, int]
     cost: float
-    active: bool = Field(description="Executing or queued in this server now.")
+    active: bool = Field(description=(
+        "Queued or executing now: in this server, or (shared deployment) on any worker."))
     pending_approvals: list[str] = Field(default_factory=list)
 
 
@@ -253,7 +254,15 @@ class StatusOut(Out):
     api_version: str
     version: str
     default_model: str
-    active_runs: int
-    max_parallel_runs: int
+    active_runs: int = Field(description=(
+        "Queued and running runs: this server's, or (shared) the account's on all servers."))
+    max_parallel_runs: int = Field(description=(
+        "The limit past which starts are refused (429): this server's parallel runs, or "
+        "(shared) the account's max_runs_per_account."))
     max_queued_runs: int
     sandbox_backend: str
+    deployment: Literal["embedded", "shared"] = Field(default="embedded", description=(
+        "embedded: runs execute in this server on its local store; shared: Postgres "
+        "records, Redis streams, runs executed by kortix-lab worker processes."))
+    account_id: str | None = Field(default=None, description=(
+        "The account whose records this server reads and writes (shared deployment)."))

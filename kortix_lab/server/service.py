@@ -3,7 +3,15 @@
 Handlers parse a request, call one method here and write what it returns; all
 decisions (which thread, which agent, may this run start, what a page of
 messages is) live here, where they can be read and tested without a server.
-The store is synchronous (DuckDB), so every store call hops to a thread.
+The store is synchronous (DuckDB, Postgres), so every store call hops to a thread.
+
+The same service runs both deployments; only its ``RunManager`` differs. In
+the shared one (``server/shared.py``) the manager dispatches runs to workers,
+so "is this run active", "how many runs are active", stop and approval answer
+for runs anywhere — ``RunManager.is_active`` / ``count_active`` /
+``stop_run`` / ``send_decision`` — and a run's events come from Redis, so any
+server relays any run of its account. Pending approvals of a run on a worker
+are read from its event log (requested, not yet decided).
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
+from ..agentpress import events as ev
 from ..agentpress.errors import ConfigError, NotFound
 from ..agentpress.events import Event
 from ..agentpress.store import Agent, AgentConfig, AgentRun, Project, Thread
@@ -24,22 +33,28 @@ from . import models as m
 from .admission import Admission
 from .errors import ApiError
 from .serialize import agent_json, message_json, project_json, run_json, thread_json
-from .workbench import RunChoices, ServerWorkbench
+from .workbench import NO_SANDBOX, ServerWorkbench
 
 log = logging.getLogger("kortix_lab.server")
 
 MAX_PAGE = 1000
 PROJECT_CACHE = 10_000
+# A relay whose Redis log vanished (a flush) while its run is still going waits this
+# long between looks: the run's next event recreates the log.
+LOG_GONE_POLL_S = 0.5
 
 
 class Service:
     def __init__(self, workbench: ServerWorkbench, admission: Admission, *,
-                 sandbox_backend: str = "local") -> None:
+                 sandbox_backend: str = "local", account_id: str | None = None) -> None:
         self.workbench = workbench
         self.store = workbench.store
         self.manager = workbench.manager
         self.admission = admission
         self.sandbox_backend = sandbox_backend
+        self.account_id = account_id
+        # Runs execute on workers; events come from Redis (shared deployment).
+        self.shared = self.manager.dispatching
         # thread -> project: fixed for a thread's life, and asked for on every start;
         # remembering it saves a store round trip on the path to a run's first event.
         self._projects: OrderedDict[str, str | None] = OrderedDict()
@@ -110,7 +125,7 @@ class Service:
             return self.store.list_runs(thread_id=thread_id)
 
         runs = await asyncio.to_thread(read)
-        return {"runs": [self._run_out(r) for r in runs]}
+        return {"runs": [await self._run_out(r) for r in runs]}
 
     async def _thread_out(self, thread: Thread) -> dict[str, Any]:
         self._remember(thread)
@@ -119,32 +134,24 @@ class Service:
     async def _active_run_of(self, thread_id: str) -> str | None:
         runs = await asyncio.to_thread(self.store.list_runs, thread_id=thread_id,
                                        statuses=["queued", "running"])
-        active = set(self.manager.active_runs())
-        return next((r.run_id for r in runs if r.run_id in active), None)
+        return next((r.run_id for r in runs if self.manager.is_active(r)), None)
 
     # ---- runs ---------------------------------------------------------------------------
     async def start_run(self, thread_id: str, body: m.RunStart, *,
                         request_id: str = "") -> dict[str, Any]:
-        overrides, choices = self._run_overrides(body.options)
+        overrides = self._run_overrides(body.options)
         async with self.admission.admit():
             agent = None
             if body.agent_id is not None:
                 agent = await asyncio.to_thread(self._agent_named, body.agent_id)
             config = self.workbench.run_config(agent=agent, model=body.model, **overrides)
-            if choices is not None:
-                self.workbench.choices[thread_id] = choices
-            try:  # the manager reads the thread first: NotFound (404) when there is none
-                run = await self.manager.start_run(
-                    thread_id, body.message, config,
-                    agent_id=agent.agent_id if agent else None)
-            except BaseException:
-                if choices is not None:
-                    self.workbench.choices.pop(thread_id, None)
-                raise
+            # the manager reads the thread first: NotFound (404) when there is none
+            run = await self.manager.start_run(thread_id, body.message, config,
+                                               agent_id=agent.agent_id if agent else None)
         log.info(json.dumps({"event": "run_started", "request_id": request_id,
                              "run_id": run.run_id, "thread_id": run.thread_id,
                              "model": run.model}))
-        out = self._run_out(run)
+        out = run_json(run, active=True)  # just queued: nothing can wait for a decision yet
         out["project_id"] = await self._project_of(thread_id)
         return out
 
@@ -167,57 +174,115 @@ class Service:
             raise NotFound(f"no agent named or with id {name_or_id!r}")
         return agent
 
-    def _run_overrides(self, options: m.RunStartOptions
-                       ) -> tuple[dict[str, Any], RunChoices | None]:
-        """``RunConfig`` overrides, and the choices ``RunConfig`` has no field for."""
-        if options.sandbox not in (None, "none", self.sandbox_backend):
+    def _run_overrides(self, options: m.RunStartOptions) -> dict[str, Any]:
+        """``RunConfig`` overrides. Everything a run needs rides in its config (tool
+        choices, the sandbox backend): in the shared deployment a worker executes it and
+        sees nothing else of this request."""
+        if options.sandbox not in (None, NO_SANDBOX, self.sandbox_backend):
             raise ConfigError(f"options.sandbox={options.sandbox!r}: this server's sandboxes "
                               f"are {self.sandbox_backend!r} (KortixLabApp.sandbox_backend); "
                               "a run may use them or none")
-        choices = None
-        if options.tools or options.sandbox == "none":
-            choices = RunChoices(dict(options.tools), sandbox=options.sandbox != "none")
         fields = ("api_base", "max_iterations", "budget_cost", "budget_tokens", "xml_tools",
                   "approval_default")
         overrides = {name: getattr(options, name) for name in fields}
+        overrides["sandbox"] = NO_SANDBOX if options.sandbox == NO_SANDBOX \
+            else self.sandbox_backend
+        if options.tools:
+            overrides["tool_choices"] = dict(options.tools)
         if options.temporary_messages:
             overrides["temporary_messages"] = options.temporary_messages
-        return overrides, choices
+        return overrides
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
-        return self._run_out(await asyncio.to_thread(self.store.get_run, run_id))
+        return await self._run_out(await asyncio.to_thread(self.store.get_run, run_id))
 
     async def stop_run(self, run_id: str, body: m.RunStop) -> dict[str, Any]:
-        await asyncio.to_thread(self.store.get_run, run_id)
+        """Wherever the run executes: here, or (shared) on a worker, through the control
+        channel and the stop recorded on the run in Postgres; a run still queued is
+        ended at once."""
+        await asyncio.to_thread(self.store.get_run, run_id)  # 404, or another account's
         stopping = await self.manager.stop_run(run_id, body.reason)
         run = await asyncio.to_thread(self.store.get_run, run_id)
         return {"run_id": run_id, "stopping": stopping, "status": run.status}
 
     async def decide(self, run_id: str, body: m.ApprovalDecision) -> dict[str, Any]:
-        await asyncio.to_thread(self.store.get_run, run_id)
+        run = await asyncio.to_thread(self.store.get_run, run_id)
+        if self.shared and (not self.manager.is_active(run) or
+                            body.call_id not in await self._logged_pending(run_id)):
+            raise ApiError(409, f"run {run_id} has no approval request {body.call_id!r} "
+                                "waiting")
         try:
-            self.manager.decide(run_id, body.call_id, approved=body.approved,
-                                reason=body.reason, remember=body.remember)
+            await self.manager.send_decision(run_id, body.call_id, approved=body.approved,
+                                             reason=body.reason, remember=body.remember)
         except NotFound as exc:  # the run exists; the question is gone or never was
             raise ApiError(409, str(exc)) from None
         return {"run_id": run_id, "call_id": body.call_id, "approved": body.approved}
 
     async def open_stream(self, run_id: str, after_seq: int) -> AsyncIterator[Event]:
         """The run's events after ``after_seq`` (404: no such run; 410: its events are no
-        longer kept, e.g. it ran before this server started)."""
+        longer kept, e.g. it ran before this server started, or its Redis log expired)."""
+        if self.shared:
+            return await self._open_shared_stream(run_id, after_seq)
         if self.manager.events.has_run(run_id):  # the common case needs no store read
             return self.manager.subscribe(run_id, after_seq)
         run = await asyncio.to_thread(self.store.get_run, run_id)
         if not self.manager.events.has_run(run_id):
-            raise ApiError(410, f"the events of run {run_id} are no longer kept (it ran "
-                                f"before this server started or long ago); its status is "
-                                f"{run.status}", status_of_run=run.status)
+            raise _log_gone(run)
         return self.manager.subscribe(run_id, after_seq)
 
-    def _run_out(self, run: AgentRun) -> dict[str, Any]:
-        active = run.run_id in self.manager.active_runs()
-        pending = self.manager.pending_approvals(run.run_id) if active else []
+    async def _open_shared_stream(self, run_id: str, after_seq: int) -> AsyncIterator[Event]:
+        """Any run of the account, whichever server started it: the store says whose run
+        it is (another account's is 404 even though its log is in the same Redis)."""
+        run = await asyncio.to_thread(self.store.get_run, run_id)
+        if not await asyncio.to_thread(self.manager.events.has_run, run_id):
+            raise _log_gone(run)
+        return self._follow(run_id, after_seq)
+
+    async def _follow(self, run_id: str, after_seq: int) -> AsyncIterator[Event]:
+        """Relay from Redis. If the log vanishes while followed (Redis flushed), the store
+        decides: a finished run's stream ends with a ``run_finished`` from its record; a
+        run still going is followed again once its next event recreates the log."""
+        last = after_seq
+        while True:
+            events = self.manager.subscribe(run_id, last)
+            try:
+                async for event in events:
+                    last = event.seq
+                    yield event
+                return
+            except KeyError:  # RunLogGone, or gone between the check and the read
+                run = await asyncio.to_thread(self.store.get_run, run_id)
+                if not self.manager.is_active(run):
+                    yield _finished_from_record(run, last + 1)
+                    return
+                await asyncio.sleep(LOG_GONE_POLL_S)
+            finally:
+                await _aclose(events)
+
+    async def _run_out(self, run: AgentRun) -> dict[str, Any]:
+        active = self.manager.is_active(run)
+        pending: list[str] = []
+        if active:
+            pending = self.manager.pending_approvals(run.run_id)
+            if not pending and self.shared:  # it executes on a worker: ask its log
+                pending = await self._logged_pending(run.run_id)
         return run_json(run, active=active, pending=pending)
+
+    async def _logged_pending(self, run_id: str) -> list[str]:
+        """Approval requests of the run's log with no decision yet, oldest first."""
+        pending: dict[str, None] = {}
+        events = self.manager.events.read(run_id, 0, follow=False)
+        try:
+            async for event in events:
+                if isinstance(event, ev.ApprovalRequested):
+                    pending[event.call_id] = None
+                elif isinstance(event, ev.ApprovalDecided):
+                    pending.pop(event.call_id, None)
+        except KeyError:  # the log is gone: nothing can be answered through it
+            return []
+        finally:
+            await _aclose(events)
+        return list(pending)
 
     # ---- agents -------------------------------------------------------------------------
     async def list_agents(self) -> dict[str, Any]:
@@ -265,16 +330,42 @@ class Service:
         return await asyncio.to_thread(self.store.get_project, project_id)
 
     # ---- meta ---------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
+        """In the shared deployment ``active_runs`` and ``max_parallel_runs`` are the
+        account's, across every server."""
         from .. import __version__
         from .openapi import API_VERSION
 
         return {"api_version": API_VERSION, "version": __version__,
                 "default_model": self.workbench.settings.model,
-                "active_runs": len(self.manager.active_runs()),
+                "active_runs": await self.manager.count_active(),
                 "max_parallel_runs": self.admission.max_parallel,
                 "max_queued_runs": self.admission.max_queued,
-                "sandbox_backend": self.sandbox_backend}
+                "sandbox_backend": self.sandbox_backend,
+                "deployment": "shared" if self.shared else "embedded",
+                "account_id": self.account_id}
+
+
+def _log_gone(run: AgentRun) -> ApiError:
+    return ApiError(410, f"the events of run {run.run_id} are no longer kept (it ran before "
+                         f"this server started, or long ago); its status is {run.status}",
+                    status_of_run=run.status)
+
+
+def _finished_from_record(run: AgentRun, seq: int) -> Event:
+    """The end of a stream whose log is gone, told from the run's stored record."""
+    status = cast(ev.FinalStatus, run.status if run.status in ("completed", "failed",
+                                                               "stopped") else "failed")
+    return ev.RunFinished(status=status, thread_id=run.thread_id, reason=run.error or "",
+                          usage=dict(run.usage), cost=run.cost).stamped(run.run_id, seq)
+
+
+async def _aclose(events: AsyncIterator[Event]) -> None:
+    """Close a log reader however its iteration ended: a generator left suspended would
+    hold its Redis connection until it is collected."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _sealed(config: AgentConfig) -> AgentConfig:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from traitlets import TraitError
 
+from kortix_lab.agentpress.errors import ConfigError
 from kortix_lab.server.app import KortixLabApp
 
 from .conftest import Fetch, kortix_config, payload
@@ -83,9 +84,9 @@ class TestNoSandbox:
 
 
 @pytest.mark.parametrize(("trait", "value", "words"), [
-    ("redis_url", "redis://user:pw@127.0.0.1:6379/0", "not supported yet"),
-    ("redis_url", "http://127.0.0.1", "must start with"),
-    ("database_url", "postgresql://127.0.0.1/kortix", "not supported yet"),
+    ("max_runs_per_account", 0, "at least 1"),
+    ("lease_seconds", 0.0, "> 0"),
+    ("sweep_interval_seconds", -1.0, "> 0"),
     ("max_parallel_runs", 0, "at least 1"),
     ("max_queued_runs", -1, "at least 0"),
     ("heartbeat_seconds", 0.0, "> 0"),
@@ -95,6 +96,69 @@ def test_bad_configuration_is_refused(trait: str, value: Any, words: str) -> Non
     with pytest.raises(TraitError, match=words) as caught:
         KortixLabApp(**{trait: value})
     assert "pw" not in str(caught.value)  # credentials in a URL are not echoed
+
+
+SHARED_ENV = ("KORTIX_LAB_DATABASE_URL", "KORTIX_LAB_REDIS_URL", "KORTIX_LAB_REDIS_PREFIX",
+              "KORTIX_LAB_ACCOUNT_ID", "JUPYTERHUB_USER", "KORTIX_LAB_MAX_RUNS_PER_ACCOUNT",
+              "KORTIX_LAB_LEASE_S")
+
+
+@pytest.fixture
+def no_shared_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in SHARED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_no_url_means_the_embedded_deployment(no_shared_env: pytest.MonkeyPatch) -> None:
+    assert KortixLabApp().shared_settings() is None
+
+
+@pytest.mark.parametrize(("trait", "missing"), [("redis_url", "database_url"),
+                                                 ("database_url", "redis_url")])
+def test_one_shared_url_alone_is_refused(no_shared_env: pytest.MonkeyPatch, trait: str,
+                                         missing: str) -> None:
+    value = {"redis_url": "redis://user:pw@127.0.0.1:6379/0",
+             "database_url": "postgresql://user:pw@127.0.0.1/kortix"}[trait]
+    with pytest.raises(ConfigError, match="needs both") as caught:
+        KortixLabApp(**{trait: value}).shared_settings()
+    assert f"KortixLabApp.{trait} is set but {missing}" in str(caught.value)
+    assert "pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("trait", "value"), [
+    ("redis_url", "http://user:pw@127.0.0.1"),
+    ("database_url", "mysql://user:pw@127.0.0.1/kortix"),
+])
+def test_a_shared_url_of_another_kind_is_refused(no_shared_env: pytest.MonkeyPatch, trait: str,
+                                                value: str) -> None:
+    urls = {"redis_url": "redis://127.0.0.1:6379/0",
+            "database_url": "postgresql://127.0.0.1/kortix", trait: value}
+    with pytest.raises(TraitError, match=f"{trait} must start with") as caught:
+        KortixLabApp(**urls).shared_settings()
+    assert "pw" not in str(caught.value)
+
+
+def test_shared_settings_come_from_the_environment(no_shared_env: pytest.MonkeyPatch) -> None:
+    no_shared_env.setenv("KORTIX_LAB_DATABASE_URL", "postgresql://127.0.0.1/kortix")
+    no_shared_env.setenv("KORTIX_LAB_REDIS_URL", "redis://127.0.0.1:6379/3")
+    no_shared_env.setenv("KORTIX_LAB_REDIS_PREFIX", "team:")
+    no_shared_env.setenv("JUPYTERHUB_USER", "ada")
+    no_shared_env.setenv("KORTIX_LAB_MAX_RUNS_PER_ACCOUNT", "7")
+    no_shared_env.setenv("KORTIX_LAB_LEASE_S", "12")
+    shared = KortixLabApp().shared_settings()
+    assert shared is not None
+    assert (shared.database_url, shared.redis_url, shared.redis_prefix, shared.account_id,
+            shared.max_runs_per_account, shared.lease_s) == (
+        "postgresql://127.0.0.1/kortix", "redis://127.0.0.1:6379/3", "team:", "ada", 7, 12.0)
+    no_shared_env.setenv("KORTIX_LAB_ACCOUNT_ID", "team-1")  # wins over the hub user
+    assert KortixLabApp().account_id == "team-1"
+    no_shared_env.setenv("KORTIX_LAB_REDIS_URL", "http://127.0.0.1:6379")  # checked too
+    with pytest.raises(TraitError, match="must start with"):
+        KortixLabApp().shared_settings()
+    no_shared_env.delenv("KORTIX_LAB_ACCOUNT_ID")
+    no_shared_env.delenv("JUPYTERHUB_USER")
+    assert KortixLabApp().account_id == "local"
 
 
 async def test_kernel_env_hook_is_installed_and_removed(jp_serverapp: Any,

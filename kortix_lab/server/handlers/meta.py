@@ -21,7 +21,7 @@ class StatusHandler(KortixHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.write_json(self.service.status())
+        self.write_json(await self.service.status())
 
 
 class OpenAPIHandler(KortixHandler):
