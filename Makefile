@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Re-install when the dependency list changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench lab clean
+.PHONY: demo test lint typecheck unit bench lab clean shared-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ typecheck: $(INSTALLED)
 ## bench: performance suite; prints ratios measured in one run
 bench: $(INSTALLED)
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python benchmarks/run.py
+
+## shared-demo: Redis + Postgres (scripts/services.sh), a fresh database, two workers and a
+## Jupyter server in shared mode; 12 runs through its REST API, a summary; then all removed
+shared-demo: $(INSTALLED)
+	LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_OFFLINE_MODE=true $(BIN)/python -m kortix_lab.shared.demo
 
 ## lab: JupyterLab on the demo notebooks (installs JupyterLab into the venv if missing)
 lab: $(INSTALLED)
