@@ -197,7 +197,10 @@ class RunManager:
             metadata=metadata)
         if not self.dispatching:
             run = await asyncio.to_thread(self.store.update_run, run.run_id, owner=self.owner)
-        self.events.open(run.run_id)
+        if isinstance(self.events, MemoryEventLog):
+            self.events.open(run.run_id)
+        else:  # a network round trip (Redis): not on the event loop
+            await asyncio.to_thread(self.events.open, run.run_id)
         if message is not None:
             content = {"role": "user", "content": message} if isinstance(message, str) \
                 else message
