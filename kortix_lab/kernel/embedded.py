@@ -5,12 +5,11 @@ tools) and must be used from one asyncio loop: the kernel runtime keeps it on
 a background thread's loop (``runtime.LoopThread``) so runs go on while the
 cell's own loop waits, renders and answers widget clicks.
 
-Per-run choices that ``RunConfig`` has no field for — which tools (``--tools``)
-and which sandbox (``--sandbox``) — are kept here by thread id just before the
-run is queued (a thread has one active run) and read when the run's tools are
-built. Files the run touched are read back through the project's sandbox
-(``read_file``), and large ``--context`` data is written into it
-(``write_file``) before the run starts.
+Per-run choices — which tools (``--tools``) and which sandbox (``--sandbox``)
+— ride in the run's ``RunConfig`` (``tool_choices``, ``sandbox``), as they do
+through the server and on a worker. Files the run touched are read back
+through the project's sandbox (``read_file``), and large ``--context`` data is
+written into it (``write_file``) before the run starts.
 """
 
 from __future__ import annotations
@@ -19,15 +18,14 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..agentpress import events as ev
 from ..agentpress.errors import NotFound
-from ..agentpress.registry import ToolRegistry
 from ..client import RunHandle, RunOptions
 from ..config import Settings
-from ..workbench import ToolSource, Workbench, apply_tool_choices
+from ..workbench import ToolSource, Workbench
 
 if TYPE_CHECKING:
     from ..agentpress.store import Store, Thread
@@ -37,12 +35,6 @@ if TYPE_CHECKING:
 
 DEFAULT_SANDBOX = "local"
 SANDBOX_ROOT_ENV = "KORTIX_LAB_SANDBOX_ROOT"
-
-
-@dataclass(slots=True)
-class _Choices:
-    tools: dict[str, bool] = field(default_factory=dict)
-    sandbox: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +66,6 @@ class KernelWorkbench(Workbench):
     def __init__(self, settings: Settings | None = None, *,
                  store: Store | None = None) -> None:
         super().__init__(settings, store=store, tool_providers=[self._sandbox_tools])
-        self.choices: dict[str, _Choices] = {}
         self._sandboxes: dict[str, SandboxTools] = {}
 
     def sandboxes(self, kind: str) -> SandboxTools:
@@ -97,18 +88,8 @@ class KernelWorkbench(Workbench):
         return str(getattr(self.settings, "sandbox", None) or DEFAULT_SANDBOX)
 
     async def _sandbox_tools(self, context: RunContext, emit: Emit) -> Sequence[ToolSource]:
-        choice = self.choices.get(context.thread_id)
-        kind = (choice.sandbox if choice else None) or \
-            getattr(context.config, "sandbox", None) or self.default_sandbox
+        kind = context.config.sandbox or self.default_sandbox
         return await self.sandboxes(kind)(context, emit)
-
-    async def build_tools(self, context: RunContext, emit: Emit) -> ToolRegistry:
-        registry = await super().build_tools(context, emit)
-        choice = self.choices.pop(context.thread_id, None)
-        if choice is not None and choice.tools:
-            for problem in apply_tool_choices(registry, choice.tools):
-                await emit(ev.Status(code="tools_option", message=problem))
-        return registry
 
     async def close(self) -> None:
         await super().close()
@@ -170,19 +151,13 @@ class EmbeddedClient:
             max_iterations=opts.max_iterations, budget_cost=opts.budget_cost,
             budget_tokens=opts.budget_tokens, xml_tools=opts.xml_tools,
             approval_default=opts.approval_default,
-            temporary_messages=list(opts.temporary_messages) or None)
-        if isinstance(wb, KernelWorkbench):
-            wb.choices[the_thread.thread_id] = _Choices(dict(opts.tools), opts.sandbox)
+            temporary_messages=list(opts.temporary_messages) or None,
+            tool_choices=dict(opts.tools) or None, sandbox=opts.sandbox)
         if the_thread.project_id:
             self._project_kind[the_thread.project_id] = opts.sandbox or self._default_kind()
-        try:
-            run = await wb.manager.start_run(
-                the_thread.thread_id, prompt, config,
-                agent_id=the_agent.agent_id if the_agent else None)
-        except BaseException:
-            if isinstance(wb, KernelWorkbench):
-                wb.choices.pop(the_thread.thread_id, None)
-            raise
+        run = await wb.manager.start_run(
+            the_thread.thread_id, prompt, config,
+            agent_id=the_agent.agent_id if the_agent else None)
         return RunHandle(run.run_id, the_thread.thread_id, the_thread.project_id)
 
     def events(self, run_id: str, after_seq: int = 0) -> AsyncIterator[ev.Event]:
