@@ -148,7 +148,8 @@ class SharedParts:
         lease_s = self.settings.lease_s
         self._sweeper = Sweeper(self.settings.database_url, lock=self.leases, log=self.events,
                                 owner=f"sweeper:{owner}", grace_s=lease_s, hold_s=lease_s,
-                                free_s=lease_s)
+                                free_s=lease_s, resend=self.queue.resend,
+                                resend_after_s=self.settings.resend_after_s)
         self._sweep_stop = asyncio.Event()
         self._sweep_task = asyncio.get_running_loop().create_task(
             self._sweeper.run(self._sweep_stop, interval_s=self.settings.sweep_interval_s),

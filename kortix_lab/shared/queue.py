@@ -90,6 +90,12 @@ class RunQueue:
 
         return dispatch
 
+    async def resend(self, account_id: str, run_id: str) -> None:
+        """Send a queued run's message again (``shared.sweeper``'s ``resend``)."""
+        import asyncio
+
+        await asyncio.to_thread(self.actor.send, account_id, run_id)
+
     def pending(self) -> int:
         """Messages waiting in the queue (not yet taken by a worker)."""
         client = self.broker.client
