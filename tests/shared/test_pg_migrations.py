@@ -126,3 +126,38 @@ def test_db_migrate_fails_cleanly_and_never_prints_the_password() -> None:
     url = f"postgresql://u:hunter2-secret@127.0.0.1:{free_port()}/db"
     assert db_migrate(url, out=out) == 1
     assert "failed" in out.getvalue() and "hunter2-secret" not in out.getvalue()
+
+
+def test_the_db_migrate_command_takes_the_url_from_the_option_or_the_environment(
+        fresh_database: str) -> None:
+    """``kortix-lab db migrate`` as a user types it: the command, not the function."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "KORTIX_LAB_DATABASE_URL"}
+    command = [sys.executable, "-m", "kortix_lab.cli", "db", "migrate"]
+    missing = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "KORTIX_LAB_DATABASE_URL" in missing.stderr
+    first = subprocess.run([*command, "--database-url", fresh_database], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0 and "applied 0001_initial" in first.stdout
+    again = subprocess.run(command, env={**env, "KORTIX_LAB_DATABASE_URL": fresh_database},
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "0 migration(s) applied" in again.stdout
+
+
+def test_the_worker_command_explains_what_it_needs() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KORTIX_LAB_DATABASE_URL", "KORTIX_LAB_REDIS_URL")}
+    command = [sys.executable, "-m", "kortix_lab.cli", "worker"]
+    bad = subprocess.run([*command, "--processes", "0"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "must be at least 1" in bad.stderr
+    unset = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert unset.returncode == 1
+    assert "KORTIX_LAB_DATABASE_URL and KORTIX_LAB_REDIS_URL" in unset.stderr
