@@ -178,3 +178,38 @@ async def test_an_approval_decision_from_the_front_reaches_the_run_on_a_worker(
     assert (await front.until_terminal(approved.run_id, END_S)).status == "completed"
     with pytest.raises(NotFound, match="has finished"):
         await other.manager.send_decision(approved.run_id, asked.call_id, approved=True)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_queued_run_whose_message_was_lost_is_sent_again_and_runs_once(
+        deployments: Callable[..., Deployment], fresh_database: str, redis_url: str,
+        redis_prefix: str) -> None:
+    """Redis restarted without persistence before any worker took the message: the run
+    is in Postgres, its message is not. A worker's sweeper re-sends it
+    (``KORTIX_LAB_RESEND_AFTER_S``) and the run executes, once."""
+    import redis as redis_client
+
+    deployment = deployments(database_url=fresh_database, redis=redis_url,
+                             prefix=redis_prefix, env={"KORTIX_LAB_RESEND_AFTER_S": "1"})
+    deployment.migrate()
+    front = deployment.front()
+    run, follower = await front.start("is anybody there?", model="scripted/slow")
+    assert front.queue.pending() == 1
+    client = redis_client.Redis.from_url(redis_url)
+    try:  # lose the queue (and only the queue) the way a restart would
+        queue_keys = list(client.scan_iter(match=f"{redis_prefix.rstrip(':')}:dramatiq*"))
+        assert queue_keys and client.delete(*queue_keys)
+    finally:
+        client.close()
+    assert front.queue.pending() == 0
+    assert (await front.run(run.run_id)).status == "queued"
+
+    worker = deployment.start_worker()
+    await worker.ready()
+    record = await front.until_terminal(run.run_id, END_S)
+    assert record.status == "completed", worker.log()
+    assert worker.executes(record.owner)
+    check_stream(await follower.finished(END_S))
+    check_thread(front.store, run.thread_id, [run.run_id])
+    assert "its message was sent again" in worker.log(10**6)
