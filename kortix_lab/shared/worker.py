@@ -65,6 +65,16 @@ class WorkerHost:
         self.control: RedisControl = RedisControl(url, prefix=prefix)
         self.leases: RedisLeaseLock = RedisLeaseLock(url, prefix=prefix)
         self.owner = owner or current_owner()
+        from ..mcp.manager import McpManager
+        from .mcp_cache import RedisSchemaCache
+        from .registry import RedisRunRegistry
+
+        # One MCP manager for every account's runs here; its schema cache is Redis's, so
+        # a server listed once is cached for every worker and server of the deployment.
+        self.mcp = McpManager(cache=RedisSchemaCache(url, prefix=prefix))
+        # Which runs this worker executes, heartbeated: ops can see who runs what.
+        self.registry = RedisRunRegistry(url, self.owner, prefix=prefix,
+                                         ttl_s=max(3 * self.shared.lease_s, 5.0))
         self.grace_s = grace_s
         self._sweep = sweep
         self._requeue = requeue
@@ -75,6 +85,7 @@ class WorkerHost:
         self._idle.set()
         self._sweeper: Sweeper | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
 
     # ---- runs --------------------------------------------------------------------------
     def _bench(self, account_id: str) -> Workbench:
@@ -87,7 +98,7 @@ class WorkerHost:
             store = PostgresStore(self.shared.database_url, account_id=account_id,
                                   min_size=0, max_size=8)
             bench = self._benches[account_id] = Workbench(
-                self.settings, store=store, manager_options={
+                self.settings, store=store, mcp_manager=self.mcp, manager_options={
                     "event_log": self.events, "control": self.control,
                     "leases": self.leases, "lease_s": self.shared.lease_s,
                     "owner": self.owner, "max_parallel": 1000})
@@ -110,15 +121,38 @@ class WorkerHost:
         self._inflight += 1
         self._idle.clear()
         try:
+            await self._registered(run_id, True)
             run = await self._bench(account_id).manager.execute(run_id)
         finally:
             self._inflight -= 1
             if not self._inflight:
                 self._idle.set()
+            await self._registered(run_id, False)
         log.info("run %s (account %s) ended %s", run_id, account_id, run.status)
+
+    async def _registered(self, run_id: str, executing: bool) -> None:
+        """Keep the registry current; it is for people and tools, never for a run's
+        correctness (leases are), so a Redis hiccup here is logged and ignored."""
+        try:
+            if executing:
+                await self.registry.register(run_id)
+            else:
+                await self.registry.unregister(run_id)
+        except Exception as exc:
+            log.warning("run registry not updated for run %s: %s", run_id, exc)
+
+    async def _heartbeat(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(Exception):
+                await self.registry.heartbeat()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.registry.ttl_s / 3)
 
     # ---- sweeping ----------------------------------------------------------------------
     def _start_sweeper(self) -> None:
+        if self._heartbeat_task is None:
+            self._heartbeat_task = asyncio.get_running_loop().create_task(
+                self._heartbeat(), name="kortix-registry-heartbeat")
         if not self._sweep or self._sweep_task is not None:
             return
         from .sweeper import Sweeper
@@ -164,16 +198,21 @@ class WorkerHost:
 
     async def aclose(self) -> None:
         self._stopping.set()
-        if self._sweep_task is not None:
-            with contextlib.suppress(Exception):
-                await self._sweep_task
+        for task in (self._sweep_task, self._heartbeat_task):
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
         if self._sweeper is not None:
             self._sweeper.close()
         for bench in self._benches.values():
             with contextlib.suppress(Exception):
                 await bench.close()
         self._benches.clear()
-        for part in (self.events, self.control, self.leases):
+        with contextlib.suppress(Exception):
+            await self.mcp.aclose()
+        with contextlib.suppress(Exception):
+            await self.registry.forget(self.owner)  # gone: not left to expire
+        for part in (self.events, self.control, self.leases, self.registry):
             with contextlib.suppress(Exception):
                 await part.aclose()
 

@@ -213,3 +213,36 @@ async def test_a_queued_run_whose_message_was_lost_is_sent_again_and_runs_once(
     check_stream(await follower.finished(END_S))
     check_thread(front.store, run.thread_id, [run.run_id])
     assert "its message was sent again" in worker.log(10**6)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_run_registry_shows_which_worker_executes_which_run(
+        one_worker: Deployment) -> None:
+    """Workers keep the shared active-run registry: while a run executes it is listed
+    under its worker's instance, and it is gone once it ends. MCP schemas are cached in
+    Redis by the same workers (``RedisSchemaCache``)."""
+    from kortix_lab.shared.registry import RedisRunRegistry
+
+    deployment = one_worker
+    [worker] = deployment.workers
+    assert deployment.settings.redis_url is not None
+    registry = RedisRunRegistry(deployment.settings.redis_url, "observer",
+                                prefix=deployment.settings.redis_prefix)
+    try:
+        front = deployment.front()
+        run, follower = await front.start("a long task")
+        await follower.until_type(ev.TextDelta, END_S)
+        record = await front.run(run.run_id)
+        listed = await registry.active_runs()
+        assert listed.get(run.run_id) == record.owner
+        assert worker.executes(record.owner)
+        assert (await registry.instances()).get(record.owner) is True
+        await front.manager.stop_run(run.run_id, "seen enough")
+        check_stream(await follower.finished(END_S))
+        deadline = asyncio.get_running_loop().time() + END_S
+        while run.run_id in await registry.active_runs():
+            assert asyncio.get_running_loop().time() < deadline, "still listed"
+            await asyncio.sleep(0.05)
+    finally:
+        await registry.aclose()
