@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import events as ev
+from ._store_pool import in_store_thread
 from .approval import DEFAULT_APPROVAL_TIMEOUT, ApprovalGate, AskUser
 from .errors import LLMError
 from .model import ChatModel, ModelRequest, Usage
@@ -173,7 +174,7 @@ class AgentRunner:
         system = config.system_prompt
         if config.xml_tools and len(self._registry):
             system = f"{system}\n\n{self._registry.xml_usage()}"
-        messages, report = await asyncio.to_thread(
+        messages, report = await in_store_thread(
             self._threads.build_prompt, self.thread_id, system_prompt=system,
             model=config.model, context_messages=config.temporary_messages,
             temporary_messages=self.scope.take_temporary_messages(),
@@ -194,8 +195,8 @@ class AgentRunner:
     async def _store_step(self, step: StepResult) -> None:
         if not step.text and not step.executions:
             return
-        stored = await asyncio.to_thread(self._store.add_messages, self.thread_id,
-                                         step.messages(self.run_id))
+        stored = await in_store_thread(self._store.add_messages, self.thread_id,
+                                       step.messages(self.run_id))
         self._threads.remember(self.thread_id, stored)
         await self._emit(ev.AssistantMessage(
             message_id=stored[0].message_id, text=step.text,

@@ -4,7 +4,8 @@ The engine never imports a database driver; it gets a ``Store``. Implementations
 live in ``kortix_lab.store`` (DuckDB for one machine, Postgres for shared
 deployments) and all pass ``tests/store/contract.py``.
 
-Methods are synchronous and thread-safe; async callers use ``asyncio.to_thread``.
+Methods are synchronous and thread-safe; async callers hop to a thread (the engine
+uses ``_store_pool.in_store_thread``, a pool of its own, or ``asyncio.to_thread``).
 That keeps DuckDB (a synchronous driver) simple, and notebooks can call them
 directly.
 """
@@ -109,6 +110,17 @@ class Agent:
     version_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """What ``Store.begin_run`` did: the thread, and either the run it created (with the
+    stored message) or the thread's active runs that kept it from creating one."""
+
+    thread: Thread
+    busy: list[AgentRun]
+    run: AgentRun | None
+    message: Message | None
+
+
 @runtime_checkable
 class Store(Protocol):
     # projects
@@ -140,6 +152,15 @@ class Store(Protocol):
                    usage: dict[str, int] | None = None, cost: float | None = None,
                    owner: str | None = None, started: bool = False,
                    finished: bool = False) -> AgentRun: ...
+    def begin_run(self, thread_id: str, *, model: str, agent_id: str | None = None,
+                  metadata: dict[str, Any] | None = None, owner: str | None = None,
+                  message: NewMessage | None = None, ignore: Sequence[str] = (),
+                  ) -> RunStart:
+        """In one transaction: unless the thread has queued/running runs (but those in
+        ``ignore``), create a queued run with ``owner`` and store ``message`` (its
+        ``run_id`` defaulting to the new run's); else return them in ``busy`` and create
+        nothing. Two concurrent calls on one thread never both create a run."""
+        ...
     def get_run(self, run_id: str) -> AgentRun: ...
     def list_runs(self, *, thread_id: str | None = None,
                   statuses: Sequence[str] | None = None) -> list[AgentRun]: ...

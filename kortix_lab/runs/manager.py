@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..agentpress import events as ev
+from ..agentpress._store_pool import in_store_thread
 from ..agentpress.approval import Decision
 from ..agentpress.errors import ConfigError, KortixLabError, NotFound
 from ..agentpress.model import ChatModel
@@ -181,31 +182,35 @@ class RunManager:
             raise KortixLabError("the run manager is shut down")
         if (busy := self._by_thread.get(thread_id)) is not None:
             raise ThreadBusy(thread_id, busy)
-        thread = await asyncio.to_thread(self.store.get_thread, thread_id)
-        if busy_in_store := await asyncio.to_thread(
-                self.store.list_runs, thread_id=thread_id, statuses=list(ACTIVE)):
-            # Queued runs of a dispatching manager have no owner yet: the queue holds them.
-            alive = [r for r in busy_in_store
-                     if self.dispatching or owner_alive(r.owner) is not False]
-            if alive:
-                raise ThreadBusy(thread_id, alive[0].run_id)
         metadata: dict[str, Any] = {"max_iterations": config.max_iterations}
         if self.dispatching:
             metadata[CONFIG_KEY] = config_to_record(config)
-        run = await asyncio.to_thread(
-            self.store.create_run, thread_id, model=config.model, agent_id=agent_id,
-            metadata=metadata)
-        if not self.dispatching:
-            run = await asyncio.to_thread(self.store.update_run, run.run_id, owner=self.owner)
+        new = None
+        if message is not None:
+            content = {"role": "user", "content": message} if isinstance(message, str) \
+                else message
+            new = NewMessage("user", content)  # begin_run sets its run_id
+        # One store operation (one thread hop, one transaction) instead of five: read the
+        # thread, check it is idle, create the run with its owner, store the message.
+        begin = functools.partial(
+            self.store.begin_run, thread_id, model=config.model, agent_id=agent_id,
+            metadata=metadata, owner=None if self.dispatching else self.owner, message=new)
+        start = await in_store_thread(begin)
+        if start.run is None:
+            # Queued runs of a dispatching manager have no owner yet: the queue holds them.
+            alive = [r for r in start.busy
+                     if self.dispatching or owner_alive(r.owner) is not False]
+            if alive:
+                raise ThreadBusy(thread_id, alive[0].run_id)
+            # Only runs of dead processes (left for recover_orphans): start past them.
+            start = await in_store_thread(begin, ignore=[r.run_id for r in start.busy])
+            if start.run is None:  # another run started meanwhile
+                raise ThreadBusy(thread_id, start.busy[0].run_id)
+        run, thread = start.run, start.thread
         if isinstance(self.events, MemoryEventLog):
             self.events.open(run.run_id)
         else:  # a network round trip (Redis): not on the event loop
             await asyncio.to_thread(self.events.open, run.run_id)
-        if message is not None:
-            content = {"role": "user", "content": message} if isinstance(message, str) \
-                else message
-            await asyncio.to_thread(self.store.add_messages, thread_id,
-                                    [NewMessage("user", content, run_id=run.run_id)])
         if self._dispatch is not None:
             try:
                 await self._dispatch(run)
@@ -225,7 +230,7 @@ class RunManager:
         final record. A run that is already finished, or executing elsewhere, is left
         alone; one whose executor died (``running``, its lease free for a whole lease
         period) is failed, never run twice: its messages so far are in the thread."""
-        run = await asyncio.to_thread(self.store.get_run, run_id)
+        run = await in_store_thread(self.store.get_run, run_id)
         if run.status not in ACTIVE or run_id in self._active:
             return run
         if run.status == "running" and self.leases is not None and \
@@ -235,11 +240,11 @@ class RunManager:
         try:
             try:
                 config = config_from_record(run.metadata.get(CONFIG_KEY))
-                thread = await asyncio.to_thread(self.store.get_thread, run.thread_id)
+                thread = await in_store_thread(self.store.get_thread, run.thread_id)
             except (ConfigError, NotFound) as exc:
                 await self._finalize(run, "failed", f"the run cannot be executed: {exc}",
                                      started=True)
-                return await asyncio.to_thread(self.store.get_run, run_id)
+                return await in_store_thread(self.store.get_run, run_id)
             context = RunContext(run_id, run.thread_id, thread.project_id, config,
                                  run.agent_id, self.store)
             # A task of its own, as ``start_run`` makes: ``shutdown`` waits for it.
@@ -248,7 +253,7 @@ class RunManager:
             await active.task
         finally:
             self._untrack(active)
-        return await asyncio.to_thread(self.store.get_run, run_id)
+        return await in_store_thread(self.store.get_run, run_id)
 
     async def stop_run(self, run_id: str, reason: str = "stopped by request") -> bool:
         """Ask a run to stop; True when it was active. It ends within one event.
@@ -262,11 +267,11 @@ class RunManager:
             return True
         if self.control is None:
             return False
-        run = await asyncio.to_thread(self.store.get_run, run_id)
+        run = await in_store_thread(self.store.get_run, run_id)
         if run.status not in ACTIVE:
             return False
         if isinstance(self.store, StopLedger):
-            await asyncio.to_thread(self.store.record_stop, run_id, reason)
+            await in_store_thread(self.store.record_stop, run_id, reason)
         await self.control.stop(run_id, reason)
         if run.status == "queued":
             await self._stop_queued(run, reason)
@@ -293,7 +298,7 @@ class RunManager:
         if run_id in self._active or self.control is None:
             self.decide(run_id, call_id, approved=approved, reason=reason, remember=remember)
             return
-        run = await asyncio.to_thread(self.store.get_run, run_id)
+        run = await in_store_thread(self.store.get_run, run_id)
         if run.status not in ACTIVE:
             raise NotFound(f"run {run_id} has finished ({run.status}); no approval waits")
         await self.control.decide(run_id, call_id, approved=approved, reason=reason,
@@ -307,7 +312,7 @@ class RunManager:
             with contextlib.suppress(KeyError):
                 async for _ in self.events.read(run_id):
                     pass
-        return await asyncio.to_thread(self.store.get_run, run_id)
+        return await in_store_thread(self.store.get_run, run_id)
 
     def subscribe(self, run_id: str, after_seq: int = 0) -> AsyncIterator[ev.Event]:
         """Events of a run after ``after_seq``, following it until ``run_finished``."""
@@ -328,7 +333,7 @@ class RunManager:
         queued or running run the store holds (one account's, across all servers)."""
         if not self.dispatching:
             return len(self._active)
-        runs = await asyncio.to_thread(self.store.list_runs, statuses=list(ACTIVE))
+        runs = await in_store_thread(self.store.list_runs, statuses=list(ACTIVE))
         return len(runs)
 
     # ---- execution ----------------------------------------------------------------------
@@ -362,7 +367,7 @@ class RunManager:
     async def _run_leased(self, active: _Active, context: RunContext, lease: Lease) -> None:
         """With the lease held: re-read the run (another process may have ended it), then
         run it with watchers for stop, decisions and a lost lease."""
-        run = await asyncio.to_thread(self.store.get_run, active.run_id)
+        run = await in_store_thread(self.store.get_run, active.run_id)
         if run.status == "running":
             await self._finalize(run, "failed", (
                 f"the process running it ({run.owner or 'unknown'}) stopped before it "
@@ -394,8 +399,8 @@ class RunManager:
         if active.stop.is_set():
             await self._finish_unstarted(active, context)
             return
-        await asyncio.to_thread(self.store.update_run, run_id, status="running", started=True,
-                                owner=self.owner if self.leases is not None else None)
+        await in_store_thread(self.store.update_run, run_id, status="running", started=True,
+                              owner=self.owner if self.leases is not None else None)
         emit = functools.partial(self._emit, run_id, active=active)
         await emit(ev.RunStarted(thread_id=context.thread_id, model=context.config.model,
                                  agent_id=context.agent_id))
@@ -466,14 +471,14 @@ class RunManager:
         while not active.stop.is_set():
             await asyncio.sleep(self._stop_poll_s)
             with contextlib.suppress(Exception):
-                reason = await asyncio.to_thread(ledger.recorded_stop, active.run_id)
+                reason = await in_store_thread(ledger.recorded_stop, active.run_id)
                 if reason is not None:
                     active.stop_reason = reason
                     active.stop.set()
 
     async def _stop_requested(self, run_id: str) -> str | None:
         if isinstance(self.store, StopLedger):
-            reason = await asyncio.to_thread(self.store.recorded_stop, run_id)
+            reason = await in_store_thread(self.store.recorded_stop, run_id)
             if reason is not None:
                 return reason
         if self.control is not None:
@@ -487,7 +492,7 @@ class RunManager:
                                                                  self.lease_s):
             return  # a worker holds it: the stop reaches it through the channel
         try:
-            current = await asyncio.to_thread(self.store.get_run, run.run_id)
+            current = await in_store_thread(self.store.get_run, run.run_id)
             if current.status == "queued":
                 await self._finalize(current, "stopped", reason, started=True)
         finally:
@@ -496,8 +501,8 @@ class RunManager:
     async def _finalize(self, run: AgentRun, status: ev.FinalStatus, reason: str, *,
                         started: bool = False) -> None:
         """Store a final status for a run that will not execute, then end its stream."""
-        await asyncio.to_thread(self.store.update_run, run.run_id, status=status,
-                                error=reason, finished=True)
+        await in_store_thread(self.store.update_run, run.run_id, status=status,
+                              error=reason, finished=True)
         with contextlib.suppress(RuntimeError):  # its stream already ended
             if started:
                 await self.events.append(run.run_id, ev.RunStarted(
@@ -527,7 +532,7 @@ class RunManager:
             if active is not None and active.lease_lost and await self._ended(run_id):
                 return  # whoever took the run over (the sweeper) ended it: its word stands
             with contextlib.suppress(Exception):  # the event must go out even if the store is down
-                await asyncio.to_thread(
+                await in_store_thread(
                     self.store.update_run, run_id, status=event.status, finished=True,
                     error=None if event.status == "completed" else reason,
                     usage=event.usage, cost=event.cost)
@@ -539,7 +544,7 @@ class RunManager:
 
     async def _ended(self, run_id: str) -> bool:
         try:
-            run = await asyncio.to_thread(self.store.get_run, run_id)
+            run = await in_store_thread(self.store.get_run, run_id)
         except Exception:
             return False
         return run.status not in ACTIVE

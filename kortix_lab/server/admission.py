@@ -2,17 +2,24 @@
 
 The RunManager queues whatever it is given; a shared server must say no
 instead, early and with a reason, when too many runs are active or a budget is
-spent (HTTP 429). Starts are admitted one at a time: the check and the run's
-registration in the manager must be one step, or two concurrent requests could
-both take the last slot (and counting reservations instead would count a run
-twice while the manager is still storing its first message). Starting is a few
-store writes, which the store serialises anyway.
+spent (HTTP 429). Two concurrent requests must never both take the last slot.
+
+In the embedded deployment (runs execute here, no gate) the count is this
+manager's runs plus the starts admitted but not yet returned from the manager.
+Checking and reserving is one step (no ``await`` between them), so starts do not
+queue behind each other's store writes: many can be storing their runs at once.
+A run is counted twice only between its registration in the manager and the end
+of its admission, and no ``await`` separates the two, so no other start sees it
+counted twice (were there one, it could only refuse early, never admit one too
+many).
 
 In the shared deployment the count is the account's queued and running runs
 in Postgres (``RunManager.count_active``: every server's and worker's), the
 limit is the account's (``max_runs_per_account``), and "one at a time" spans
 the servers: a ``gate`` (a short Redis lease per account) is held around the
-check and the registration, inside this process's own lock.
+check and the registration, inside this process's own lock. Starts are admitted
+one at a time there: the count is read from the store, so it cannot see a start
+still in flight.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class Admission:
         self.account_id = account_id
         self._gate = gate
         self._one_at_a_time = asyncio.Lock()
+        self._starting = 0  # embedded: admitted starts not yet returned from the manager
 
     @property
     def limit(self) -> int:
@@ -52,6 +60,18 @@ class Admission:
     async def admit(self) -> AsyncIterator[None]:
         """Hold the admission while the run is being started; raise ``RunLimited`` when
         refused."""
+        if self._gate is None and not self._manager.dispatching:
+            # Embedded: check and reserve in one step, then start without a lock.
+            active = len(self._manager.active_runs()) + self._starting
+            if active >= self.limit:
+                raise RunLimited(self._over_limit(active), limit="parallel_runs")
+            self._starting += 1
+            try:
+                await self._check_budget()
+                yield
+            finally:
+                self._starting -= 1
+            return
         async with self._one_at_a_time, \
                 (self._gate() if self._gate is not None else contextlib.nullcontext()):
             active = await self._manager.count_active()

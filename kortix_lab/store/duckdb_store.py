@@ -86,6 +86,7 @@ from kortix_lab.agentpress.store import (
     Message,
     NewMessage,
     Project,
+    RunStart,
     Thread,
 )
 
@@ -127,17 +128,6 @@ TAIL_BYTES = 8 * 1024 * 1024
 Row = tuple[Any, ...]
 T = TypeVar("T")
 V = TypeVar("V")
-
-
-@dataclass(frozen=True, slots=True)
-class RunStart:
-    """What ``DuckDBStore.begin_run`` did: the thread, and either the run it created (with
-    the stored message) or the thread's active runs that kept it from creating one."""
-
-    thread: Thread
-    busy: list[AgentRun]
-    run: AgentRun | None
-    message: Message | None
 
 
 @dataclass(slots=True)
@@ -712,8 +702,8 @@ class DuckDBStore:
         in one transaction. A thread with active runs is left untouched: they are
         returned in ``busy`` and ``run`` is None.
 
-        ``RunManager.start_run`` makes five store calls (thread, busy check, run, owner,
-        message), each a thread hop and a commit; this is one of each."""
+        It spares ``RunManager.start_run`` four thread hops and four commits (thread,
+        busy check, run, owner, message used to be five store calls)."""
         meta = metadata or {}
         meta_json = _dumps(meta, "run metadata")
         encoded = None if message is None else (

@@ -50,6 +50,7 @@ from kortix_lab.agentpress.store import (
     Message,
     NewMessage,
     Project,
+    RunStart,
     Thread,
 )
 
@@ -382,6 +383,64 @@ class PostgresStore:
                           meta_json])
         return AgentRun(run_id=run_id, thread_id=thread_id, status=status, model=model,
                         agent_id=agent_id, created_at=now, metadata=meta)
+
+    def begin_run(self, thread_id: str, *, model: str, agent_id: str | None = None,
+                  metadata: dict[str, Any] | None = None, owner: str | None = None,
+                  message: NewMessage | None = None, ignore: Sequence[str] = (),
+                  ) -> RunStart:
+        """Start a run on a thread in one transaction (see ``Store.begin_run``).
+
+        The thread row is locked first (``FOR UPDATE``), so two starts on one thread,
+        from any processes, take turns: the second reads the active runs only once the
+        first has committed (READ COMMITTED: each statement sees what was committed
+        before it began), finds its run, and creates nothing."""
+        meta = metadata or {}
+        meta_json = _dumps(meta, "run metadata")
+        encoded = None if message is None else (
+            _dumps(message.content, "content of the message"),
+            _dumps(message.metadata, "metadata of the message"))
+        run_id = _new_id()
+        with self._tx() as conn:
+            row = conn.execute(f"SELECT {_THREAD_COLS} FROM threads WHERE thread_id = %s "
+                               "AND account_id = %s FOR UPDATE",
+                               [thread_id, self.account_id]).fetchone()
+            if row is None:
+                raise NotFound(f"no thread with id {thread_id!r}")
+            busy = [_run(r) for r in conn.execute(
+                f"SELECT {_RUN_COLS} FROM agent_runs WHERE thread_id = %s AND account_id = %s "
+                "AND status IN ('queued', 'running') AND NOT (run_id = ANY(%s::text[])) "
+                "ORDER BY created_at, run_id",
+                [thread_id, self.account_id, list(ignore)]).fetchall()]
+            if busy:
+                return RunStart(thread=_thread(row), busy=busy, run=None, message=None)
+            now = self._now()
+            conn.execute(f"INSERT INTO agent_runs (account_id, {_RUN_COLS}) VALUES "
+                         "(%s, %s, %s, 'queued', %s, %s, %s, NULL, NULL, NULL, '{}', 0, %s, "
+                         "%s::jsonb)",
+                         [self.account_id, run_id, thread_id, model, agent_id, now, owner,
+                          meta_json])
+            stored = None
+            if message is not None and encoded is not None:
+                head = conn.execute(
+                    "UPDATE threads SET message_count = message_count + 1, "
+                    "updated_at = greatest(updated_at, %s) "
+                    "WHERE thread_id = %s AND account_id = %s "
+                    f"RETURNING message_count, {_THREAD_COLS}",
+                    [now, thread_id, self.account_id]).fetchone()
+                assert head is not None  # the row is locked above
+                seq, row = int(head[0]), head[1:]
+                message_id, run_of = _new_id(), message.run_id or run_id
+                conn.execute(f"INSERT INTO messages (account_id, {_MESSAGE_COLS}) VALUES "
+                             "(%s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s::jsonb)",
+                             [self.account_id, message_id, thread_id, seq, message.type,
+                              encoded[0], message.is_llm_message, run_of, now, encoded[1]])
+                stored = Message(message_id=message_id, thread_id=thread_id, seq=seq,
+                                 type=message.type, content=message.content,
+                                 is_llm_message=message.is_llm_message, run_id=run_of,
+                                 created_at=now, metadata=message.metadata)
+        run = AgentRun(run_id=run_id, thread_id=thread_id, status="queued", model=model,
+                       agent_id=agent_id, created_at=now, owner=owner, metadata=meta)
+        return RunStart(thread=_thread(row), busy=[], run=run, message=stored)
 
     def update_run(self, run_id: str, *, status: str | None = None, error: str | None = None,
                    usage: dict[str, int] | None = None, cost: float | None = None,

@@ -10,7 +10,9 @@ import pytest
 from traitlets import TraitError
 
 from kortix_lab.agentpress.errors import ConfigError
+from kortix_lab.server.admission import Admission
 from kortix_lab.server.app import KortixLabApp
+from kortix_lab.server.errors import RunLimited
 
 from .conftest import Fetch, kortix_config, payload
 
@@ -54,6 +56,85 @@ class TestParallelLimit:
         for r in answers:
             if r.code == 201:
                 await api("GET", "agent-run", payload(r)["run_id"], "stream")
+
+
+class TestConcurrentStarts:
+    @pytest.fixture
+    def jp_server_config(self, tmp_path: Path) -> dict[str, Any]:
+        return kortix_config(tmp_path, max_parallel_runs=2, max_queued_runs=2)
+
+    async def test_many_concurrent_starts_admit_exactly_the_limit(
+            self, api: Fetch, kortix: KortixLabApp, tmp_path: Path) -> None:
+        """Starts are admitted without a lock held across the manager's store writes:
+        whatever the interleaving, 12 starts against a limit of 4 give four 201s."""
+        gate = tmp_path / "gate"
+        threads = await asyncio.gather(*(api("POST", "threads", body={}) for _ in range(12)))
+        answers = await asyncio.gather(*(
+            api("POST", "thread", payload(t)["thread_id"], "agent", "start",
+                body={"message": "m", "model": f"fn/gate:{gate}"}) for t in threads))
+        codes = sorted(r.code for r in answers)
+        assert codes == [201] * 4 + [429] * 8, codes
+        assert len(kortix.workbench.manager.active_runs()) == 4
+        for r in answers:
+            if r.code == 429:
+                assert payload(r)["limit"] == "parallel_runs"
+        gate.touch()
+        for r in answers:
+            if r.code == 201:
+                await api("GET", "agent-run", payload(r)["run_id"], "stream")
+        assert (await start(api)).code == 201  # the slots are free again
+
+
+class _SlowManager:
+    """A manager whose starts take several event-loop turns (store writes) before the
+    run is registered, as ``RunManager.start_run`` does."""
+
+    dispatching = False
+
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    def active_runs(self) -> list[str]:
+        return list(self.runs)
+
+    async def start(self, i: int) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        self.runs.append(f"run-{i}")
+        self.in_flight -= 1
+
+
+async def test_local_admission_admits_exactly_the_limit_while_starts_overlap() -> None:
+    manager = _SlowManager()
+    admission = Admission(manager, None, max_parallel=3, max_queued=2)  # type: ignore[arg-type]
+
+    async def request(i: int) -> int:
+        try:
+            async with admission.admit():
+                await manager.start(i)
+        except RunLimited:
+            return 429
+        return 201
+
+    codes = await asyncio.gather(*(request(i) for i in range(20)))
+    assert sorted(codes) == [201] * 5 + [429] * 15
+    assert len(manager.runs) == 5
+    assert manager.most_in_flight == 5  # the admitted starts ran side by side
+    # A failed start gives its reservation back.
+    manager.runs.clear()
+
+    async def failing() -> None:
+        async with admission.admit():
+            raise RuntimeError("store down")
+
+    for _ in range(6):
+        with pytest.raises(RuntimeError):
+            await failing()
+    assert await request(99) == 201
 
 
 class TestBudget:

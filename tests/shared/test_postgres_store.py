@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import psycopg
 import pytest
 
 from kortix_lab.agentpress.errors import ConfigError, StoreError
-from kortix_lab.agentpress.store import AgentConfig, NewMessage, Store
+from kortix_lab.agentpress.store import AgentConfig, NewMessage, RunStart, Store
 from kortix_lab.store import PostgresStore, open_store
 from tests.store.contract import StoreContract, user
 from tests.support.services import free_port, new_account
@@ -221,6 +223,55 @@ def test_appends_from_two_processes_keep_seqs_gapless(store: PostgresStore) -> N
     for name in "ab":
         texts = [m.content["content"] for m in messages if m.content["content"][0] == name]
         assert texts == [f"{name}{i}" for i in range(25)]
+
+
+def test_starts_from_two_servers_on_one_thread_create_one_run(pg_database: str) -> None:
+    """``begin_run`` checks and creates under the thread's row lock. To make every start
+    overlap, another connection holds that lock until all of them wait on it (a check
+    done without the lock would pass for all, and each would create a run)."""
+    account = new_account()
+    servers = [PostgresStore(pg_database, account_id=account, min_size=4, max_size=4)
+               for _ in range(2)]
+    try:
+        thread = servers[0].create_thread()
+        results: list[object] = [None] * 8
+
+        def start(i: int) -> None:
+            try:
+                results[i] = servers[i % 2].begin_run(thread.thread_id, model="m",
+                                                      owner=f"host:{i}:1", message=user(str(i)))
+            except BaseException as exc:  # surfaced by the assertions below
+                results[i] = exc
+
+        workers = [threading.Thread(target=start, args=(i,)) for i in range(8)]
+        with psycopg.connect(pg_database) as holder:
+            holder.execute("SELECT 1 FROM threads WHERE thread_id = %s FOR UPDATE",
+                           [thread.thread_id])
+            for w in workers:
+                w.start()
+            with psycopg.connect(pg_database, autocommit=True) as watch:
+                deadline = time.monotonic() + 20
+                while True:
+                    row = watch.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND wait_event_type = 'Lock'").fetchone()
+                    if row is not None and row[0] >= len(workers):
+                        break
+                    assert time.monotonic() < deadline, "the starts never met the row lock"
+                    time.sleep(0.01)
+            holder.rollback()
+        for w in workers:
+            w.join(30)
+        starts = [r for r in results if isinstance(r, RunStart)]
+        assert len(starts) == 8, results
+        made = [r.run for r in starts if r.run is not None]
+        assert len(made) == 1
+        assert all(r.busy == made for r in starts if r.run is None)
+        assert servers[1].list_runs(thread_id=thread.thread_id) == made
+        assert [m.run_id for m in servers[1].get_messages(thread.thread_id)] == [made[0].run_id]
+    finally:
+        for s in servers:
+            s.close()
 
 
 def test_connections_killed_by_the_server_cost_a_reconnect_not_an_error(

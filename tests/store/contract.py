@@ -22,6 +22,7 @@ from kortix_lab.agentpress.store import (
     AgentConfig,
     Message,
     NewMessage,
+    RunStart,
     Store,
 )
 
@@ -332,6 +333,121 @@ class StoreContract:
         assert store.list_runs(statuses=["queued", "running"]) == [r1, r2]
         assert store.list_runs(thread_id=a.thread_id, statuses=["completed"]) == [r3]
         assert store.list_runs(statuses=[]) == []
+
+    # -- begin_run: RunManager.start_run's one store operation
+
+    def test_begin_run_creates_the_run_and_stores_the_message_in_one_go(
+            self, store: Store) -> None:
+        thread = store.create_thread()
+        store.add_messages(thread.thread_id, [user("earlier")])
+        start = store.begin_run(thread.thread_id, model="m", agent_id=None, owner="host:1:2",
+                                metadata={"max_iterations": 3}, message=user("go"))
+        assert start.busy == [] and start.run is not None and start.message is not None
+        assert start.thread == store.get_thread(thread.thread_id)
+        run = store.get_run(start.run.run_id)
+        assert run == start.run
+        assert (run.status, run.owner, run.metadata) == (
+            "queued", "host:1:2", {"max_iterations": 3})
+        assert_utc(run.created_at)
+        assert start.message.seq == 2 and start.message.run_id == run.run_id
+        assert store.get_messages(thread.thread_id)[-1] == start.message
+        assert store.list_runs(thread_id=thread.thread_id,
+                               statuses=["queued", "running"]) == [run]
+
+    def test_begin_run_without_a_message_stores_none(self, store: Store) -> None:
+        thread = store.create_thread()
+        start = store.begin_run(thread.thread_id, model="m")
+        assert start.run is not None and start.message is None and start.run.owner is None
+        assert store.get_messages(thread.thread_id) == []
+        assert store.get_run(start.run.run_id) == start.run
+
+    def test_begin_run_leaves_a_busy_thread_alone_unless_told_to_ignore_its_runs(
+            self, store: Store) -> None:
+        thread = store.create_thread()
+        first = store.begin_run(thread.thread_id, model="m", message=user("one")).run
+        assert first is not None
+        second = store.begin_run(thread.thread_id, model="m", message=user("two"))
+        assert second.run is None and second.message is None and second.busy == [first]
+        assert [m.content["content"] for m in store.get_messages(thread.thread_id)] == ["one"]
+        third = store.begin_run(thread.thread_id, model="m", message=user("three"),
+                                ignore=[first.run_id])
+        assert third.run is not None and third.busy == []
+        with pytest.raises(NotFound, match="thread"):
+            store.begin_run("nope", model="m")
+
+    def test_begin_run_goes_past_a_dead_run_it_is_told_to_ignore(self, store: Store) -> None:
+        thread = store.create_thread()
+        dead = store.create_run(thread.thread_id, model="m")
+        dead = store.update_run(dead.run_id, status="running", owner="gone:1:1", started=True)
+        live = store.create_run(store.create_thread().thread_id, model="m")  # another thread
+        refused = store.begin_run(thread.thread_id, model="m", owner="host:1:2",
+                                  message=user("go"))
+        assert refused.run is None and refused.busy == [dead]
+        assert store.get_messages(thread.thread_id) == []
+        start = store.begin_run(thread.thread_id, model="m", owner="host:1:2",
+                                message=user("go"), ignore=[dead.run_id, live.run_id])
+        assert start.run is not None and start.busy == [] and start.message is not None
+        assert [m.seq for m in store.get_messages(thread.thread_id)] == [1]
+        assert store.list_runs(thread_id=thread.thread_id,
+                               statuses=["queued", "running"]) == [dead, start.run]
+        again = store.begin_run(thread.thread_id, model="m", ignore=[dead.run_id])
+        assert again.run is None and again.busy == [start.run]  # ignore is not a pass
+
+    def test_a_finished_run_does_not_keep_a_thread_busy(self, store: Store) -> None:
+        thread = store.create_thread()
+        first = store.begin_run(thread.thread_id, model="m").run
+        assert first is not None
+        store.update_run(first.run_id, status="completed", finished=True)
+        assert store.begin_run(thread.thread_id, model="m").run is not None
+
+    def test_begin_run_is_all_or_nothing(self, store: Store) -> None:
+        thread = store.create_thread()
+        with pytest.raises(StoreError):
+            store.begin_run(thread.thread_id, model="m",
+                            message=NewMessage("bogus", {"content": "x"}))  # type: ignore[arg-type]
+        assert store.list_runs() == [] and store.get_messages(thread.thread_id) == []
+        assert store.begin_run(thread.thread_id, model="m").run is not None
+
+    def test_concurrent_begin_runs_on_one_thread_create_exactly_one_run(
+            self, store: Store) -> None:
+        # Several rounds: the first may be serialised by connections being opened.
+        for _ in range(4):
+            self._race_begin_runs(store)
+
+    def _race_begin_runs(self, store: Store) -> None:
+        thread, other = store.create_thread(), store.create_thread()
+        n = 8
+        barrier = threading.Barrier(n)
+        results: list[RunStart | BaseException | None] = [None] * n
+
+        def start(i: int) -> None:
+            try:
+                barrier.wait(10)
+                target = thread if i < 6 else other
+                results[i] = store.begin_run(target.thread_id, model="m",
+                                             message=user(str(i)))
+            except BaseException as exc:  # surfaced by the assertions below
+                results[i] = exc
+
+        workers = [threading.Thread(target=start, args=(i,)) for i in range(n)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        ours = [r for r in results[:6] if isinstance(r, RunStart)]
+        assert len(ours) == 6, results
+        started = [r for r in ours if r.run is not None]
+        assert len(started) == 1, [r.run for r in started]
+        run, message = started[0].run, started[0].message
+        assert run is not None and message is not None
+        assert all(r.busy == [run] and r.message is None for r in ours if r.run is None)
+        assert store.list_runs(thread_id=thread.thread_id) == [run]
+        assert [m.message_id for m in store.get_messages(thread.thread_id)] == [
+            message.message_id]
+        # Two starts on another thread meanwhile: one of them creates its run.
+        theirs = results[6:]
+        assert sum(isinstance(r, RunStart) and r.run is not None for r in theirs) == 1, theirs
+        assert len(store.list_runs(thread_id=other.thread_id)) == 1
 
     # ------------------------------------------------------------------ agents
 

@@ -368,43 +368,8 @@ def wait_released(store: DuckDBStore) -> None:
 # ---------------------------------------------------------------------- begin_run
 
 
-def test_begin_run_creates_the_run_and_stores_the_message_in_one_go(
-        store: DuckDBStore) -> None:
-    thread = store.create_thread()
-    store.add_messages(thread.thread_id, [user("earlier")])
-    start = store.begin_run(thread.thread_id, model="m", agent_id=None, owner="host:1:2",
-                            metadata={"max_iterations": 3}, message=user("go"))
-    assert start.busy == [] and start.run is not None and start.message is not None
-    assert start.thread == store.get_thread(thread.thread_id)
-    run = store.get_run(start.run.run_id)
-    assert run == start.run
-    assert (run.status, run.owner, run.metadata) == ("queued", "host:1:2", {"max_iterations": 3})
-    assert start.message.seq == 2 and start.message.run_id == run.run_id
-    assert store.get_messages(thread.thread_id)[-1] == start.message
-    assert store.list_runs(thread_id=thread.thread_id, statuses=["queued", "running"]) == [run]
-
-
-def test_begin_run_leaves_a_busy_thread_alone_unless_told_to_ignore_its_runs(
-        store: DuckDBStore) -> None:
-    thread = store.create_thread()
-    first = store.begin_run(thread.thread_id, model="m", message=user("one")).run
-    assert first is not None
-    second = store.begin_run(thread.thread_id, model="m", message=user("two"))
-    assert second.run is None and second.message is None and second.busy == [first]
-    assert [m.content["content"] for m in store.get_messages(thread.thread_id)] == ["one"]
-    third = store.begin_run(thread.thread_id, model="m", message=user("three"),
-                            ignore=[first.run_id])
-    assert third.run is not None and third.busy == []
-    with pytest.raises(NotFound, match="thread"):
-        store.begin_run("nope", model="m")
-
-
-def test_begin_run_is_all_or_nothing(store: DuckDBStore) -> None:
-    thread = store.create_thread()
-    with pytest.raises(StoreError):
-        store.begin_run(thread.thread_id, model="m",
-                        message=NewMessage("bogus", {"content": "x"}))  # type: ignore[arg-type]
-    assert store.list_runs() == [] and store.get_messages(thread.thread_id) == []
+# The contract (tests/store/contract.py) covers begin_run on every store; here, what
+# group commit adds: starts queued together share a group and still create one run.
 
 
 def test_concurrent_begin_runs_on_one_thread_create_exactly_one_run(
