@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from ..agentpress import events as ev
+from ..agentpress._store_pool import in_store_thread
 from ..agentpress.errors import ConfigError, NotFound
 from ..agentpress.events import Event
 from ..agentpress.store import Agent, AgentConfig, AgentRun, Project, Thread
@@ -64,7 +65,7 @@ class Service:
         """The thread and whether it is new; a new thread gets its own project (which
         owns its sandbox) unless it names one."""
         if body.get_or_create and body.name:
-            found = await asyncio.to_thread(self.store.find_thread, body.name)
+            found = await in_store_thread(self.store.find_thread, body.name)
             if found is not None:
                 return await self._thread_out(found), False
 
@@ -75,28 +76,28 @@ class Service:
             return self.store.create_thread(name=body.name, project_id=project_id,
                                             metadata=body.metadata)
 
-        thread = await asyncio.to_thread(create)
+        thread = await in_store_thread(create)
         self._remember(thread)
         return thread_json(thread), True
 
     async def list_threads(self, project_id: str | None) -> dict[str, Any]:
-        threads = await asyncio.to_thread(self.store.list_threads, project_id=project_id)
+        threads = await in_store_thread(self.store.list_threads, project_id=project_id)
         return {"threads": [thread_json(t) for t in threads]}
 
     async def get_thread(self, thread_id: str) -> dict[str, Any]:
-        return await self._thread_out(await asyncio.to_thread(self.store.get_thread, thread_id))
+        return await self._thread_out(await in_store_thread(self.store.get_thread, thread_id))
 
     async def rename_thread(self, thread_id: str, body: m.ThreadUpdate) -> dict[str, Any]:
-        thread = await asyncio.to_thread(self.store.rename_thread, thread_id, body.name)
+        thread = await in_store_thread(self.store.rename_thread, thread_id, body.name)
         return await self._thread_out(thread)
 
     async def delete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.store.get_thread, thread_id)
+        await in_store_thread(self.store.get_thread, thread_id)
         active = await self._active_run_of(thread_id)
         if active is not None:
             raise ApiError(409, f"thread {thread_id} has an active run ({active}); stop it "
                                 "before deleting the thread", run_id=active)
-        await asyncio.to_thread(self.store.delete_thread, thread_id)
+        await in_store_thread(self.store.delete_thread, thread_id)
         self._projects.pop(thread_id, None)
 
     async def messages(self, thread_id: str, *, after_seq: int, limit: int) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class Service:
             rest = self.store.get_messages(thread_id, after_seq=after_seq)
             return rest, self.store.count_messages(thread_id)
 
-        rest, total = await asyncio.to_thread(read)
+        rest, total = await in_store_thread(read)
         page = rest[:limit]
         more = len(rest) > limit
         return {"messages": [message_json(msg) for msg in page], "total": total,
@@ -124,7 +125,7 @@ class Service:
             self.store.get_thread(thread_id)
             return self.store.list_runs(thread_id=thread_id)
 
-        runs = await asyncio.to_thread(read)
+        runs = await in_store_thread(read)
         return {"runs": [await self._run_out(r) for r in runs]}
 
     async def _thread_out(self, thread: Thread) -> dict[str, Any]:
@@ -132,7 +133,7 @@ class Service:
         return thread_json(thread, active_run_id=await self._active_run_of(thread.thread_id))
 
     async def _active_run_of(self, thread_id: str) -> str | None:
-        runs = await asyncio.to_thread(self.store.list_runs, thread_id=thread_id,
+        runs = await in_store_thread(self.store.list_runs, thread_id=thread_id,
                                        statuses=["queued", "running"])
         return next((r.run_id for r in runs if self.manager.is_active(r)), None)
 
@@ -143,7 +144,7 @@ class Service:
         async with self.admission.admit():
             agent = None
             if body.agent_id is not None:
-                agent = await asyncio.to_thread(self._agent_named, body.agent_id)
+                agent = await in_store_thread(self._agent_named, body.agent_id)
             config = self.workbench.run_config(agent=agent, model=body.model, **overrides)
             # the manager reads the thread first: NotFound (404) when there is none
             run = await self.manager.start_run(thread_id, body.message, config,
@@ -157,7 +158,7 @@ class Service:
 
     async def _project_of(self, thread_id: str) -> str | None:
         if thread_id not in self._projects:
-            thread = await asyncio.to_thread(self.store.get_thread, thread_id)
+            thread = await in_store_thread(self.store.get_thread, thread_id)
             self._remember(thread)
         return self._projects[thread_id]
 
@@ -194,19 +195,19 @@ class Service:
         return overrides
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
-        return await self._run_out(await asyncio.to_thread(self.store.get_run, run_id))
+        return await self._run_out(await in_store_thread(self.store.get_run, run_id))
 
     async def stop_run(self, run_id: str, body: m.RunStop) -> dict[str, Any]:
         """Wherever the run executes: here, or (shared) on a worker, through the control
         channel and the stop recorded on the run in Postgres; a run still queued is
         ended at once."""
-        await asyncio.to_thread(self.store.get_run, run_id)  # 404, or another account's
+        await in_store_thread(self.store.get_run, run_id)  # 404, or another account's
         stopping = await self.manager.stop_run(run_id, body.reason)
-        run = await asyncio.to_thread(self.store.get_run, run_id)
+        run = await in_store_thread(self.store.get_run, run_id)
         return {"run_id": run_id, "stopping": stopping, "status": run.status}
 
     async def decide(self, run_id: str, body: m.ApprovalDecision) -> dict[str, Any]:
-        run = await asyncio.to_thread(self.store.get_run, run_id)
+        run = await in_store_thread(self.store.get_run, run_id)
         if self.shared and (not self.manager.is_active(run) or
                             body.call_id not in await self._logged_pending(run_id)):
             raise ApiError(409, f"run {run_id} has no approval request {body.call_id!r} "
@@ -225,7 +226,7 @@ class Service:
             return await self._open_shared_stream(run_id, after_seq)
         if self.manager.events.has_run(run_id):  # the common case needs no store read
             return self.manager.subscribe(run_id, after_seq)
-        run = await asyncio.to_thread(self.store.get_run, run_id)
+        run = await in_store_thread(self.store.get_run, run_id)
         if not self.manager.events.has_run(run_id):
             raise _log_gone(run)
         return self.manager.subscribe(run_id, after_seq)
@@ -233,8 +234,8 @@ class Service:
     async def _open_shared_stream(self, run_id: str, after_seq: int) -> AsyncIterator[Event]:
         """Any run of the account, whichever server started it: the store says whose run
         it is (another account's is 404 even though its log is in the same Redis)."""
-        run = await asyncio.to_thread(self.store.get_run, run_id)
-        if not await asyncio.to_thread(self.manager.events.has_run, run_id):
+        run = await in_store_thread(self.store.get_run, run_id)
+        if not await in_store_thread(self.manager.events.has_run, run_id):
             raise _log_gone(run)
         return self._follow(run_id, after_seq)
 
@@ -251,7 +252,7 @@ class Service:
                     yield event
                 return
             except KeyError:  # RunLogGone, or gone between the check and the read
-                run = await asyncio.to_thread(self.store.get_run, run_id)
+                run = await in_store_thread(self.store.get_run, run_id)
                 if not self.manager.is_active(run):
                     yield _finished_from_record(run, last + 1)
                     return
@@ -286,15 +287,15 @@ class Service:
 
     # ---- agents -------------------------------------------------------------------------
     async def list_agents(self) -> dict[str, Any]:
-        agents = await asyncio.to_thread(self.store.list_agents)
+        agents = await in_store_thread(self.store.list_agents)
         return {"agents": [agent_json(a) for a in agents]}
 
     async def create_agent(self, body: m.AgentCreate) -> dict[str, Any]:
         config = _sealed(AgentConfig(**body.model_dump()))
-        return agent_json(await asyncio.to_thread(self.store.create_agent, config))
+        return agent_json(await in_store_thread(self.store.create_agent, config))
 
     async def get_agent(self, agent_id: str, version_id: str | None = None) -> dict[str, Any]:
-        agent = await asyncio.to_thread(self.store.get_agent, agent_id, version_id=version_id)
+        agent = await in_store_thread(self.store.get_agent, agent_id, version_id=version_id)
         return agent_json(agent)
 
     async def update_agent(self, agent_id: str, body: m.AgentUpdate | m.AgentCreate
@@ -307,27 +308,27 @@ class Service:
             current = self.store.get_agent(agent_id)
             return self.store.update_agent(agent_id, _sealed(replace(current.config, **changes)))
 
-        return agent_json(await asyncio.to_thread(update))
+        return agent_json(await in_store_thread(update))
 
     async def delete_agent(self, agent_id: str) -> None:
-        await asyncio.to_thread(self.store.delete_agent, agent_id)
+        await in_store_thread(self.store.delete_agent, agent_id)
 
     async def agent_versions(self, agent_id: str) -> dict[str, Any]:
-        versions = await asyncio.to_thread(self.store.list_agent_versions, agent_id)
+        versions = await in_store_thread(self.store.list_agent_versions, agent_id)
         return {"versions": [agent_json(a) for a in versions]}
 
     # ---- projects -----------------------------------------------------------------------
     async def list_projects(self) -> dict[str, Any]:
-        projects = await asyncio.to_thread(self.store.list_projects)
+        projects = await in_store_thread(self.store.list_projects)
         return {"projects": [project_json(p) for p in projects]}
 
     async def create_project(self, body: m.ProjectCreate) -> dict[str, Any]:
-        project = await asyncio.to_thread(self.store.create_project, body.name,
+        project = await in_store_thread(self.store.create_project, body.name,
                                           metadata=body.metadata)
         return project_json(project)
 
     async def get_project(self, project_id: str) -> Project:
-        return await asyncio.to_thread(self.store.get_project, project_id)
+        return await in_store_thread(self.store.get_project, project_id)
 
     # ---- meta ---------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
