@@ -207,16 +207,17 @@ class RunManager:
             if start.run is None:  # another run started meanwhile
                 raise ThreadBusy(thread_id, start.busy[0].run_id)
         run, thread = start.run, start.thread
-        if isinstance(self.events, MemoryEventLog):
-            self.events.open(run.run_id)
-        else:  # a network round trip (Redis): not on the event loop
-            await asyncio.to_thread(self.events.open, run.run_id)
-        if self._dispatch is not None:
-            try:
+        try:
+            if isinstance(self.events, MemoryEventLog):
+                self.events.open(run.run_id)
+            else:  # a network round trip (Redis): not on the event loop
+                await asyncio.to_thread(self.events.open, run.run_id)
+            if self._dispatch is not None:
                 await self._dispatch(run)
-            except Exception as exc:
-                await self._fail_unsent(run, exc)
-                raise KortixLabError(f"could not queue run {run.run_id}: {exc}") from exc
+        except Exception as exc:  # stored but not startable: fail it, never leave it queued
+            await self._fail_unsent(run, exc)
+            raise KortixLabError(f"could not queue run {run.run_id}: {exc}") from exc
+        if self._dispatch is not None:
             return run
         active = self._track(run.run_id, thread_id)
         context = RunContext(run.run_id, thread_id, thread.project_id, config, agent_id,

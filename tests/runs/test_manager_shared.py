@@ -208,6 +208,32 @@ async def test_a_run_that_cannot_be_queued_fails_with_the_reason(store: Store) -
     assert final(await _drain(events.read(run.run_id))).status == "failed"
 
 
+@pytest.mark.asyncio
+async def test_a_run_whose_event_log_cannot_be_opened_fails_rather_than_stays_queued(
+        store: Store) -> None:
+    """Redis down between storing the run and opening its stream: the run is failed
+    with the reason, so the thread is not left busy with a run nobody will execute."""
+    class DownLog(MemoryEventLog):
+        def open(self, run_id: str) -> None:
+            raise ConnectionError("Redis is down")
+
+    sent: list[str] = []
+
+    async def dispatch(run: AgentRun) -> None:
+        sent.append(run.run_id)
+
+    front = RunManager(store, model_factory=Deployment._no_model, tools_factory=tools,
+                       event_log=DownLog(), dispatch=dispatch)
+    thread = store.create_thread()
+    with pytest.raises(KortixLabError, match="Redis is down"):
+        await front.start_run(thread.thread_id, "hi", RunConfig(model="m"))
+    [run] = store.list_runs(thread_id=thread.thread_id)
+    assert run.status == "failed" and "Redis is down" in (run.error or "")
+    assert sent == [], "nothing was queued"
+    with pytest.raises(KortixLabError, match="Redis is down"):  # not ThreadBusy
+        await front.start_run(thread.thread_id, "hi again", RunConfig(model="m"))
+
+
 def test_a_record_without_a_config_is_refused() -> None:
     with pytest.raises(ConfigError, match="no configuration"):
         config_from_record(None)
