@@ -13,17 +13,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .argtypes import positive_int
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -36,7 +28,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                                    "~/.kortix_lab/store.duckdb)")
     p.add_argument("--xml-tools", action="store_true",
                    help="describe tools in the prompt and parse Kortix XML tool calls")
-    p.add_argument("--max-iterations", type=_positive_int, metavar="N")
+    p.add_argument("--max-iterations", type=positive_int, metavar="N")
     p.add_argument("--json", action="store_true", help="print one JSON event per line")
     p.add_argument("--mcp-config", metavar="FILE",
                    help="MCP servers for this run only (an mcpServers object or a list)")

@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 
+from ..argtypes import positive_int
+
 SANDBOXES = ("local", "daytona", "none")
 APPROVALS = ("auto", "ask", "deny")
 DISPLAYS = ("auto", "widgets", "static")
@@ -53,16 +55,6 @@ class _Parser(argparse.ArgumentParser):
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         # --help: show the help as the "error" so nothing runs and nothing exits.
         raise UsageError(message or self.format_help())
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _budget(text: str) -> float:
@@ -121,9 +113,9 @@ def build_parser(prog: str = "%%agent") -> argparse.ArgumentParser:
                    help="tools or groups: 'shell,files' only these; '-shell' all but shell")
     p.add_argument("--context", type=_context, metavar="VAR[,VAR…]", default=[],
                    help="kernel variables to show the agent (DataFrames as schema, head, stats)")
-    p.add_argument("--max-iterations", type=_positive_int, metavar="N")
+    p.add_argument("--max-iterations", type=positive_int, metavar="N")
     p.add_argument("--budget", type=_budget, metavar="DOLLARS", help="cost cap for this run")
-    p.add_argument("--budget-tokens", type=_positive_int, metavar="N",
+    p.add_argument("--budget-tokens", type=positive_int, metavar="N",
                    help="token cap for this run (prompt + completion, all model calls)")
     p.add_argument("--sandbox", choices=SANDBOXES, help="where tools run (default: local)")
     p.add_argument("--approve", choices=APPROVALS,

@@ -12,17 +12,7 @@ import argparse
 import os
 from typing import Any
 
-from ..cli import _positive_int
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+from ..argtypes import non_negative_seconds, positive_int
 
 
 def add_shared_parsers(sub: Any) -> None:
@@ -31,11 +21,11 @@ def add_shared_parsers(sub: Any) -> None:
         description="Start Dramatiq worker processes that execute the runs servers queue. "
                     "Needs KORTIX_LAB_DATABASE_URL and KORTIX_LAB_REDIS_URL. SIGTERM lets runs "
                     "in hand finish for --grace seconds, then stops the rest with a reason.")
-    worker.add_argument("--processes", type=_positive_int, default=os.cpu_count() or 1,
+    worker.add_argument("--processes", type=positive_int, default=os.cpu_count() or 1,
                         metavar="N", help="worker processes (default: one per CPU)")
-    worker.add_argument("--threads", type=_positive_int, default=8, metavar="M",
+    worker.add_argument("--threads", type=positive_int, default=8, metavar="M",
                         help="runs each process executes at once (default: 8)")
-    worker.add_argument("--grace", type=_non_negative, default=30.0, metavar="SECONDS",
+    worker.add_argument("--grace", type=non_negative_seconds, default=30.0, metavar="SECONDS",
                         help="on SIGTERM, how long runs in hand may go on (default: 30)")
     db = sub.add_parser("db", help="the shared deployment's database")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
