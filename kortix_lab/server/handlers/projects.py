@@ -8,6 +8,7 @@ from urllib.parse import quote
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ...agentpress.store import Project
 from ...sandbox.base import WORKSPACE
 from .. import models as m
 from ..errors import ApiError
@@ -84,7 +85,16 @@ class FileUploadHandler(KortixHandler):
         self.write_json(await self.files.upload(project, body.path, data), 201)
 
 
-class FileDownloadHandler(KortixHandler):
+class _FileHandler(KortixHandler):
+    async def _file_of(self, project_id: str) -> tuple[Project, str]:
+        """The project and the ``?path=`` of the file a request names (400 without one)."""
+        path = self.str_arg("path")
+        if path is None:
+            raise ApiError(400, "path is required")
+        return await self.service.get_project(checked_id(project_id, "project")), path
+
+
+class FileDownloadHandler(_FileHandler):
     ops: ClassVar[dict[str, Op]] = {
         "get": Op("Download a file of the project's sandbox", media="application/octet-stream",
                   errors=(*ERRORS, 413), params=(Param("path", required=True,
@@ -94,10 +104,7 @@ class FileDownloadHandler(KortixHandler):
     @web.authenticated
     @authorized
     async def get(self, project_id: str) -> None:
-        path = self.str_arg("path")
-        if path is None:
-            raise ApiError(400, "path is required")
-        project = await self.service.get_project(checked_id(project_id, "project"))
+        project, path = await self._file_of(project_id)
         name, mime, data = await self.files.download(project, path)
         # Always an attachment: a file the agent wrote must never run as a page here.
         self.set_header("Content-Type", mime)
@@ -105,7 +112,7 @@ class FileDownloadHandler(KortixHandler):
         self.finish(data)
 
 
-class FilePreviewHandler(KortixHandler):
+class FilePreviewHandler(_FileHandler):
     ops: ClassVar[dict[str, Op]] = {
         "get": Op("Preview a file: text, a table, an image, or its size", m.FilePreview,
                   errors=ERRORS, params=(Param("path", required=True,
@@ -115,8 +122,5 @@ class FilePreviewHandler(KortixHandler):
     @web.authenticated
     @authorized
     async def get(self, project_id: str) -> None:
-        path = self.str_arg("path")
-        if path is None:
-            raise ApiError(400, "path is required")
-        project = await self.service.get_project(checked_id(project_id, "project"))
+        project, path = await self._file_of(project_id)
         self.write_json(await self.files.preview(project, path))
